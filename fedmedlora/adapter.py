@@ -23,8 +23,14 @@ WIRE_DTYPES = {"float16": np.float16, "float32": np.float32}
 def lora_config(settings: Settings, family: str, *, base_model_name_or_path: str | None = None) -> Any:
     from peft import LoraConfig, TaskType
 
+    from .models import encoder_head
+
+    if family == "causal":
+        task_type = TaskType.CAUSAL_LM
+    else:  # the head's kind also decides PEFT's wrapper class when a checkpoint is loaded
+        task_type = TaskType.SEQ_CLS if encoder_head(settings.data.task) == "sequence" else TaskType.TOKEN_CLS
     return LoraConfig(
-        task_type=TaskType.CAUSAL_LM if family == "causal" else TaskType.TOKEN_CLS,
+        task_type=task_type,
         r=settings.lora.r,
         lora_alpha=settings.lora.alpha,
         lora_dropout=settings.lora.dropout,
@@ -95,15 +101,15 @@ def initial_adapter_state(settings: Settings, family: str, num_labels: int | Non
     from accelerate import init_empty_weights
     from peft import get_peft_model
     from peft.tuners.lora import LoraLayer
-    from transformers import AutoModelForCausalLM, AutoModelForTokenClassification
+    from transformers import AutoModelForCausalLM
 
-    from .models import load_config
+    from .models import encoder_auto_class, encoder_head, load_config
 
     config = load_config(settings.model.name)
     if family != "causal":
         config.num_labels = num_labels
     with init_empty_weights():
-        auto = AutoModelForCausalLM if family == "causal" else AutoModelForTokenClassification
+        auto = AutoModelForCausalLM if family == "causal" else encoder_auto_class(encoder_head(settings.data.task))
         base = auto.from_config(config)
     missing = missing_target_modules(base, settings.target_modules)
     if missing:

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .models import require_cuda_for_quantization
 from .results import default_run_name
 from .settings import ConfigError, flatten_toml, load_toml_overrides, parse_run_config
 
@@ -195,14 +196,14 @@ def run(app_dir: str, run_config: list[str], federation_config: str = "", stream
         if not fused.get("run.name"):
             fused["run.name"] = default_run_name(parse_run_config(fused))
         settings = parse_run_config(fused)
-    except ConfigError as err:
+        require_cuda_for_quantization(settings.model.quantization, "this machine")
+    except (ConfigError, RuntimeError) as err:
         print(f"fedmedlora: {err}", file=sys.stderr)
         return 2
     run_dir = Path(settings.run.results_dir) / settings.run.name
     if (run_dir / "metrics.jsonl").exists():
         print(f"fedmedlora: key 'run.name' = {settings.run.name!r}: {run_dir} already holds a run", file=sys.stderr)
         return 2
-    sim = {"num-supernodes": settings.data.num_sites}
     federation = " ".join([f"num-supernodes={settings.data.num_sites}", federation_config]).strip()
     with tempfile.TemporaryDirectory(prefix="fedmedlora-flwr-") as tmp:
         home = Path(tmp)
@@ -214,7 +215,7 @@ def run(app_dir: str, run_config: list[str], federation_config: str = "", stream
             link.start()
             command = ["flwr", "run", str(app), "--stream", "--run-config", str(config_file),
                        "--federation-config", federation]
-            print(f"fedmedlora: {' '.join(command[:3])} ... ({sim['num-supernodes']} sites; results in {run_dir})",
+            print(f"fedmedlora: {' '.join(command[:3])} ... ({settings.data.num_sites} sites; results in {run_dir})",
                   file=stream_to, flush=True)
             proc = subprocess.Popen(command, cwd=app, env=link.env, stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, text=True, bufsize=1)

@@ -107,9 +107,13 @@ class RunRecorder:
         return record
 
     def finish(self, status: str, **fields: Any) -> Path:
+        trained = [r for k, r in self.rounds.items() if k > 0 and "replies" in r]
         summary = {
             "status": status,
             "rounds-completed": max((r for r in self.rounds if r > 0), default=0),
+            "rounds-aggregated": sum(bool(r.get("aggregated")) for r in trained),
+            "replies": sum(r["replies"] for r in trained),
+            "replies-excluded": sum(len(r.get("excluded", [])) for r in trained),
             "wall-seconds": time.time() - self.started,
             "comm-total-mib": self.comm_total["sent-mib"] + self.comm_total["received-mib"],
             "comm-sent-mib": self.comm_total["sent-mib"],

@@ -72,7 +72,8 @@ class RoundEnd:
             metric_record = MetricRecord({k: float(v) for k, v in result["pooled"].items() if k in HEADLINE})
         every = self.settings.evaluate.checkpoint_every
         last = server_round == self.settings.num_server_rounds
-        if server_round > 0 and (last or (every and server_round % every == 0)):
+        # peft_0 is the initial adapter (the zero-shot model, re-scorable with eval.py); then every `every` rounds
+        if last or (every and server_round % every == 0):
             path = save_checkpoint(self.recorder.run_dir / f"peft_{server_round}", state, self.peft_config,
                                    extra=self.checkpoint_info(server_round))
             fields["checkpoint"] = path.name
@@ -127,7 +128,7 @@ def run_server(grid: Grid, context: Context) -> dict[str, Any]:
     random.seed(settings.run.seed)  # Flower samples clients with the global `random`
     np.random.seed(settings.run.seed)
     wait_for_nodes(grid, settings)
-    strategy = build_strategy(settings, recorder, initial_state)
+    strategy = build_strategy(settings, recorder, initial_state, job)
     round_end = RoundEnd(settings, job, recorder, family)
     status = "failed"
     try:
