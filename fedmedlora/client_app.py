@@ -18,7 +18,7 @@ from .job import get_job
 from .models import require_cuda_for_quantization
 from .resident import base_model_loads
 from .settings import ConfigError, Settings, parse_run_config
-from .training import round_seed, train_locally
+from .training import ProximalTerm, round_seed, train_locally
 
 LOG = logging.getLogger(__name__)
 app = ClientApp()
@@ -53,10 +53,12 @@ def train(msg: Message, context: Context) -> Message:
     config = msg.content["config"]
     server_round = int(config["server-round"])
     train_dataset = job.tokenized(site, "train")
+    mu = float(config.get("proximal-mu", 0.0))  # sent by FedProx: the proximal term is applied here, on the client
     metrics: dict[str, Any] = train_locally(
         job.task, job.resident(), train_dataset,
         learning_rate=float(config["learning-rate"]),
         seed=round_seed(settings, server_round, site),
+        extra_loss=ProximalTerm(mu) if mu > 0 else None,
     )
     metrics.update({
         "num-examples": len(train_dataset),

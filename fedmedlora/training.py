@@ -70,6 +70,69 @@ def training_arguments(settings: Settings, *, family: str, learning_rate: float,
     return TrainingArguments(**common)
 
 
+class ProximalTerm:
+    """FedProx's client-side term: adds (mu / 2) * ||w - w_global||^2 over the trainable tensors to the loss.
+
+    `attach(trainer)` snapshots the trainable tensors (the LoRA factors and any task head, as just loaded from the
+    global adapter) and wraps the trainer's `compute_loss`, so it works for the Transformers Trainer and TRL's
+    SFTTrainer alike. The term is added once per optimizer step: when the Trainer divides each micro-batch loss by
+    the gradient-accumulation steps it divides the term too; when the loss comes already scaled for accumulation
+    (normalised by the items in the whole step), the term is divided here instead.
+    """
+
+    def __init__(self, mu: float):
+        if not mu >= 0:
+            raise ValueError(f"proximal mu must be >= 0, got {mu}")
+        self.mu = float(mu)
+        self.params: list[Any] = []
+        self.anchors: list[Any] = []
+
+    def attach(self, trainer: Any) -> None:
+        self.params = [p for p in trainer.model.parameters() if p.requires_grad]
+        self.anchors = [p.detach().clone() for p in self.params]
+        original = trainer.compute_loss
+
+        def compute_loss(model: Any, inputs: Any, return_outputs: bool = False, num_items_in_batch: Any = None):
+            out = original(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+            loss, outputs = out if return_outputs else (out, None)
+            term = self.value()
+            if _loss_scaled_for_accumulation(trainer, num_items_in_batch):
+                term = term / getattr(trainer, "current_gradient_accumulation_steps",
+                                      trainer.args.gradient_accumulation_steps)
+            loss = loss + term.to(loss.dtype)
+            return (loss, outputs) if return_outputs else loss
+
+        trainer.compute_loss = compute_loss
+
+    def squared_distance(self) -> Any:
+        """||w - w_global||^2 over the trainable tensors (a tensor in the autograd graph)."""
+        import torch
+
+        total = torch.zeros((), device=self.params[0].device if self.params else "cpu")
+        for param, anchor in zip(self.params, self.anchors):
+            total = total + (param.float() - anchor.float()).pow(2).sum()
+        return total
+
+    def value(self) -> Any:
+        return 0.5 * self.mu * self.squared_distance()
+
+    def distance(self) -> float:
+        """||w - w_global|| now (a number, for the round's metrics)."""
+        import torch
+
+        with torch.no_grad():
+            return float(self.squared_distance()) ** 0.5
+
+
+def _loss_scaled_for_accumulation(trainer: Any, num_items_in_batch: Any) -> bool:
+    """Transformers' own rule (Trainer.training_step) for whether it divides the loss by the accumulation steps."""
+    scaled = getattr(trainer, "loss_is_scaled_for_ga", None)
+    if scaled is not None:
+        return bool(scaled)
+    return bool((getattr(trainer, "model_accepts_loss_kwargs", False) and num_items_in_batch is not None)
+                or getattr(trainer, "compute_loss_func", None) is not None)
+
+
 def train_locally(task: Any, resident: Any, train_dataset: Any, *, learning_rate: float, seed: int,
                   extra_loss: Any = None) -> dict[str, float]:
     """Train the resident adapter in place; returns the round's metrics."""
@@ -90,7 +153,7 @@ def train_locally(task: Any, resident: Any, train_dataset: Any, *, learning_rate
     if settings_epochs := task.settings.train.local_epochs:  # epochs: each example once per epoch
         examples_seen = int(round(len(train_dataset) * settings_epochs))
     LOG.info("local training: %d steps, loss %.4f, %.1f s", state.global_step, output.training_loss, seconds)
-    return {
+    metrics = {
         "train-loss": float(output.training_loss),
         "train-steps": int(state.global_step),
         "train-examples-seen": int(examples_seen),
@@ -98,3 +161,7 @@ def train_locally(task: Any, resident: Any, train_dataset: Any, *, learning_rate
         "train-seconds": seconds,
         "learning-rate": learning_rate,
     }
+    if isinstance(extra_loss, ProximalTerm):
+        metrics["proximal-mu"] = extra_loss.mu
+        metrics["proximal-distance"] = extra_loss.distance()
+    return metrics

@@ -1,23 +1,55 @@
-"""FedAvg over the LoRA A and B matrices separately (Fed-MedLoRA), weighted by examples or training tokens."""
+"""FedAvg over the LoRA adapters (Fed-MedLoRA), weighted by examples or training tokens.
+
+`strategy.lora-aggregation` picks how a LoRA layer is combined: `factors` averages A and B separately (the seeds'
+rule); `product` averages the updates B·A and refactors them to rank r by truncated SVD (the exact average, see
+`aggregation/lora_product.py`). Other tensors (a token classifier's head) are averaged plainly either way.
+Fed-MedLoRA+ (`fed_medlora_plus.py`) reuses this class with other client weights.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
 from flwr.app import ArrayRecord, Message, MetricRecord
 from flwr.serverapp.strategy import FedAvg
 
 from ..adapter import from_array_record, to_array_record
-from ..aggregation.weighted import weighted_average
-from .base import LoraStrategyMixin, client_weights
+from ..aggregation.lora_product import product_average_with_errors
+from ..aggregation.weighted import State, normalised_weights, weighted_average
+from .base import LoraStrategyMixin, client_weights, node_of
 
 
 class LoraFedAvg(LoraStrategyMixin, FedAvg):
     """Weighted average in float64 of float32 client adapters (Flower's own FedAvg averages in the wire dtype)."""
 
-    def aggregate_usable(self, server_round: int, replies: list[Message]) -> tuple[ArrayRecord, MetricRecord]:
+    def aggregate_usable(self, server_round: int, replies: list[Message]
+                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         states = [from_array_record(m.content["arrays"]) for m in replies]
-        weights = client_weights(replies, self.weighted_by_key)
+        kept, weights = self.aggregation_weights(server_round, replies, states)
+        if not self.enough_replies(server_round, len(kept)):
+            return None, None
+        replies, states = [replies[i] for i in kept], [states[i] for i in kept]
+        normalised = normalised_weights(weights, len(states))
         self.recorder.round(server_round)["weights"] = {
-            str(m.metadata.src_node_id): w / sum(weights) for m, w in zip(replies, weights)}
-        aggregate = weighted_average(states, weights)
+            str(node_of(m)): float(w) for m, w in zip(replies, normalised)}
+        aggregate = self.combine(server_round, states, normalised)
         metrics = self.train_metrics_aggr_fn([m.content for m in replies], self.weighted_by_key)
         return to_array_record(aggregate, "float32"), metrics
+
+    def aggregation_weights(self, server_round: int, replies: list[Message], states: list[State]
+                            ) -> tuple[list[int], Sequence[float]]:
+        """(indices of the replies to aggregate, their weights): here every reply, weighted by the weight metric."""
+        return list(range(len(replies))), client_weights(replies, self.weighted_by_key)
+
+    def combine(self, server_round: int, states: list[State], weights: np.ndarray) -> State:
+        if self.settings.strategy.lora_aggregation == "factors":
+            return weighted_average(states, weights)
+        aggregate, errors = product_average_with_errors(states, weights)
+        values = list(errors.values())
+        self.recorder.round(server_round)["lora-product"] = {
+            "layers": len(values),
+            "max-truncation-error": max(values, default=0.0),
+            "mean-truncation-error": float(np.mean(values)) if values else 0.0,
+        }
+        return aggregate
