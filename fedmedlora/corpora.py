@@ -2,11 +2,13 @@
 
 Every row carries `uid` (stable across runs) and `source` (the dataset or, for MedQuAD, the NIH subset): the unit of
 natural partitioning. NER rows: `tokens`, `tags`, `label` (the sentence's most frequent entity type, or "none": a
-column to partition on). Instruct rows: `prompt`, `completion`.
+column to partition on). Instruct rows: `prompt`, `completion`. RE rows (one per document or sentence): see
+relations_data.py.
 """
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import os
@@ -23,6 +25,9 @@ BUNDLED_NER = {
     "bc5cdr": ("ner", "bc5cdr"),
 }
 NER_SPLIT_FILES = ("train.tsv.gz", "devel.tsv.gz", "test.tsv.gz")
+# The corpus's own split of a bundled file ("all" for users' files): sites pool every split and hold out their own
+# validation and test rows, while the eval module scores a checkpoint on the official test split.
+OFFICIAL_SPLIT = {"train.tsv.gz": "train", "devel.tsv.gz": "val", "test.tsv.gz": "test"}
 BUNDLED_INSTRUCT = {"medquad"}
 
 # Alpaca-style template, as FlowerTune's medical baseline formats instruction data.
@@ -45,13 +50,13 @@ def instruction_prompt(instruction: str, input_text: str = "") -> str:
 
 def _source_name(path: Path) -> str:
     name = path.name
-    for suffix in (".gz", ".tsv", ".conll", ".txt", ".jsonl", ".json", ".bio"):
+    for suffix in (".gz", ".tsv", ".conll", ".txt", ".jsonl", ".json", ".bio", ".pubtator"):
         if name.endswith(suffix):
             name = name[: -len(suffix)]
     return name
 
 
-FILE_SUFFIXES = {".gz", ".tsv", ".conll", ".txt", ".jsonl", ".json", ".bio", ".iob"}
+FILE_SUFFIXES = {".gz", ".tsv", ".conll", ".txt", ".jsonl", ".json", ".bio", ".iob", ".pubtator"}
 
 
 def _user_path(name: str) -> Path | None:
@@ -95,6 +100,7 @@ def ner_rows(datasets: list[str]) -> list[dict[str, Any]]:
                 rows.append({
                     "uid": f"{source}/{file.name}/{i}",
                     "source": source,
+                    "split": OFFICIAL_SPLIT.get(file.name, "all"),
                     "tokens": tokens,
                     "tags": tags,
                     "label": _majority_type(tags),
@@ -184,10 +190,20 @@ def instruct_rows(datasets: list[str]) -> list[dict[str, Any]]:
 
 
 def load_rows(task: str, datasets: list[str]) -> list[dict[str, Any]]:
+    """Rows of the named datasets (read once per process; callers must not modify them)."""
+    return _load_rows(task, tuple(datasets))
+
+
+@functools.lru_cache(maxsize=4)
+def _load_rows(task: str, datasets: tuple[str, ...]) -> list[dict[str, Any]]:
     if task == "ner":
-        return ner_rows(datasets)
+        return ner_rows(list(datasets))
     if task == "instruct":
-        return instruct_rows(datasets)
+        return instruct_rows(list(datasets))
+    if task == "re":
+        from .relations_data import re_rows
+
+        return re_rows(list(datasets))
     raise ValueError(f"unknown task {task!r}")
 
 

@@ -10,9 +10,10 @@ from typing import Any
 
 from .corpora import entity_types
 from .models import load_config, model_family
+from .relations_data import relation_labels
 from .resident import Resident, cached_tokenized, resident_model
 from .settings import Settings
-from .sites import Site, load_sites
+from .sites import SITE_KEYS, Site, load_sites
 from .tasks import build_task
 
 
@@ -27,11 +28,10 @@ class Job:
         self.settings = settings
         self.family = resolve_family(settings)
         self.sites: list[Site] = load_sites(settings)
-        types = None
-        if settings.data.task == "ner":
-            types = entity_types([r for site in self.sites for split in ("train", "val", "test")
-                                  for r in site.split(split)])
-        self.task = build_task(settings, self.family, types)
+        rows = [r for site in self.sites for split in ("train", "val", "test") for r in site.split(split)]
+        types = entity_types(rows) if settings.data.task == "ner" else None
+        labels = relation_labels(rows) if settings.data.task == "re" else None
+        self.task = build_task(settings, self.family, types, relation_labels=labels)
 
     @property
     def labels(self) -> list[str]:
@@ -42,8 +42,9 @@ class Job:
 
     def tokenized(self, site_id: int, split: str) -> Any:
         resident = self.resident()
+        # every data setting that changes a site's rows (caps, fractions, task...), not only the dataset names
         key = (resident.key, self.settings["data.max-length"], site_id, split,
-               tuple(self.settings[k] for k in ("data.datasets", "data.partitioning", "run.seed")))
+               tuple(self.settings[k] for k in SITE_KEYS))
         rows = self.sites[site_id].split(split)
         return cached_tokenized(key, lambda: self.task.tokenize(rows, resident.tokenizer))
 

@@ -106,6 +106,20 @@ def require_cuda_for_quantization(bits: int, where: str) -> None:
         )
 
 
+def encoder_head(task: str) -> str:
+    """The head an encoder gets for a task: a label per token (NER) or one per example (relation classification)."""
+    return "sequence" if task == "re" else "token"
+
+
+def encoder_auto_class(head: str) -> Any:
+    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
+
+    classes = {"token": AutoModelForTokenClassification, "sequence": AutoModelForSequenceClassification}
+    if head not in classes:
+        raise ValueError(f"unknown encoder head {head!r}; known: {', '.join(classes)}")
+    return classes[head]
+
+
 def load_tokenizer(name: str, family: str) -> Any:
     from transformers import AutoTokenizer
 
@@ -127,10 +141,15 @@ def load_base_model(
     id2label: dict[int, str] | None = None,
     attn_implementation: str = "",
     gradient_checkpointing: bool = False,
+    head: str = "token",
 ) -> Any:
-    """The frozen base model, on the GPU when there is one (device_map), else on the CPU."""
+    """The frozen base model, on the GPU when there is one (device_map), else on the CPU.
+
+    An encoder gets a new classification head over `id2label`: per token (`head="token"`) or per example
+    (`head="sequence"`, see `encoder_head`).
+    """
     import torch
-    from transformers import AutoModelForCausalLM, AutoModelForTokenClassification
+    from transformers import AutoModelForCausalLM
 
     source = resolve_model_source(name)
     kwargs: dict[str, Any] = {"dtype": torch_dtype(dtype)}
@@ -144,8 +163,8 @@ def load_base_model(
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     else:
         if not num_labels or not id2label:
-            raise ValueError("an encoder for token classification needs its label set")
-        model = AutoModelForTokenClassification.from_pretrained(
+            raise ValueError(f"an encoder for {head} classification needs its label set")
+        model = encoder_auto_class(head).from_pretrained(
             source,
             num_labels=num_labels,
             id2label=id2label,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .adapter import lora_config, missing_target_modules
-from .models import load_base_model, load_tokenizer
+from .models import encoder_head, load_base_model, load_tokenizer
 from .settings import ConfigError, Settings
 
 LOG = logging.getLogger(__name__)
@@ -45,7 +45,8 @@ def base_model_loads() -> int:
 
 def resident_model(settings: Settings, family: str, labels: list[str]) -> Resident:
     global _LOADS
-    key = (tuple(settings[k] for k in MODEL_KEYS), family, tuple(labels))
+    head = encoder_head(settings.data.task) if family == "encoder" else ""
+    key = (tuple(settings[k] for k in MODEL_KEYS), family, head, tuple(labels))
     with _LOCK:
         current = _SLOT.get("model")
         if current is not None and current.key == key:
@@ -67,6 +68,7 @@ def resident_model(settings: Settings, family: str, labels: list[str]) -> Reside
                 id2label=dict(enumerate(labels)) if family == "encoder" else None,
                 attn_implementation=settings.model.attn_implementation,
                 gradient_checkpointing=settings.model.gradient_checkpointing,
+                head=head or "token",
             )
         finally:
             hf_logging.set_verbosity(verbosity)

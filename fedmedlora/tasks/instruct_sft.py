@@ -49,12 +49,16 @@ class InstructSFTTask:
     def tokenize(self, rows: list[dict[str, Any]], tokenizer: Any) -> Any:
         import datasets
 
-        input_ids, completion_mask = [], []
+        input_ids, completion_mask, labels = [], [], []
+        completion_only = self.settings.train.completion_only_loss
         for row in rows:
             ids, mask = self.encode(row["prompt"], row["completion"], tokenizer)
             input_ids.append(ids)
             completion_mask.append(mask)
-        return datasets.Dataset.from_dict({"input_ids": input_ids, "completion_mask": completion_mask})
+            # TRL builds labels only when it prepares the dataset itself, which we skip: build them here
+            labels.append([t if m or not completion_only else -100 for t, m in zip(ids, mask)])
+        return datasets.Dataset.from_dict({"input_ids": input_ids, "completion_mask": completion_mask,
+                                           "labels": labels})
 
     def count_tokens(self, dataset: Any) -> int:
         """Training tokens (completion tokens when the loss is completion-only): Fed-MedLoRA's client weight."""
@@ -102,6 +106,16 @@ class InstructSFTTask:
         if was_training:
             model.train()
         return outcome
+
+    def validation_loss(self, resident: Any, rows: list[dict[str, Any]], dataset: Any, batch_size: int,
+                        completion_only: bool = True) -> tuple[float, int]:
+        """(summed token NLL, scored tokens) on a split: Fed-MedLoRA+'s server-side score of an adapter.
+
+        `completion_only = False` scores every token after the first, prompt included (the seed's validation loss).
+        Always this class's teacher-forced loss, also in subclasses whose `predict` generates.
+        """
+        outcome = InstructSFTTask.predict(self, resident, rows, dataset, batch_size, completion_only=completion_only)
+        return outcome.nll_sum, outcome.tokens
 
     @staticmethod
     def merge(outcomes: list[LossOutcome]) -> LossOutcome:

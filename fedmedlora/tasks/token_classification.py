@@ -118,6 +118,15 @@ class TokenClassificationTask:
         outcome.pred = [bio_to_spans(t) for t in predicted_tags]
         return outcome
 
+    def validation_loss(self, resident: Any, rows: list[dict[str, Any]], dataset: Any, batch_size: int,
+                        completion_only: bool = True) -> tuple[float, int]:
+        """(summed cross-entropy, labelled tokens) on a split: Fed-MedLoRA+'s server-side score of an adapter.
+
+        Every labelled token is a target here, so `completion_only` (a causal-model notion) changes nothing.
+        """
+        outcome = self.predict(resident, rows, dataset, batch_size)
+        return outcome.loss_sum, outcome.loss_tokens
+
     @staticmethod
     def merge(outcomes: list[NerOutcome]) -> NerOutcome:
         merged = NerOutcome()

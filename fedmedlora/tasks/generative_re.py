@@ -1,0 +1,172 @@
+"""Relation extraction with a causal LM: a prompted text unit in, relation lines out, parsed back to relations.
+
+Training is instruction tuning (TRL SFTTrainer, completion-only loss) on prompt/completion pairs. The prompt gives
+the answer format (`relation_format_instructions`: `<head> | <type> | <tail>` per line, or `none`), the unit's hint
+on argument roles (e.g. "A CID relation goes from a Chemical (head) to a Disease (tail).") and the text (a
+document's title and abstract, or a sentence); the completion is the unit's gold relations in that format
+(`format_relations`), each triple once, in order of the head's first appearance. A text too long for
+`data.max-length` is cut at its end, keeping a quarter of the budget for the answer, so relations stated only in
+the lost part cost recall.
+
+Evaluation generates greedily in batches (left padding) and parses each answer with `parse_relations`; an answer
+with no recognisable line counts as no relations and is counted in `unparseable`. Scoring is at concept level
+(`score_relations`): a generated head or tail that equals, after normalisation (case, whitespace), any mention of
+one of the unit's concepts stands for that concept's name (a mention shared by several concepts, e.g. a composite
+"hemorrhagic cystitis", stands for whichever makes the relation a gold one); strict then means both arguments name
+the gold concepts; lenient, that each shares a word with the gold concept's name. Other strings are scored as
+written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..corpora import instruction_prompt
+from ..relations_data import NONE_LABEL
+from ..scoring.output_format import format_relations, parse_relations, relation_format_instructions
+from ..scoring.relations import Relation, normalize_concept
+from ..settings import ConfigError, Settings
+from .instruct_sft import InstructSFTTask
+from .relation_classification import RelationOutcome, gold_relations, score_outcome
+
+
+MIN_TEXT_TOKENS = 16  # below this, data.max-length is too short for any text beside the instructions
+
+
+@dataclass
+class GenerativeRelationOutcome(RelationOutcome):
+    unparseable: int = 0
+    dropped_lines: int = 0
+    generations: list[str] | None = None
+
+
+def completion_relations(row: dict[str, Any]) -> list[Relation]:
+    """The unit's gold relations as the model learns to write them: each triple once, by the head's position."""
+    folded = row["text"].casefold()
+    unique = list(dict.fromkeys(gold_relations(row)))
+
+    def position(name: str) -> int:
+        found = folded.find(name.casefold())
+        return found if found >= 0 else len(folded)
+
+    return sorted(unique, key=lambda r: (position(r.head), position(r.tail)))
+
+
+def resolve(relation: Relation, aliases: dict[str, list[str]], gold: list[Relation]) -> Relation:
+    """A parsed relation with its arguments replaced by the concept names they mention (see the module docstring)."""
+    heads = aliases.get(normalize_concept(relation.head)) or [relation.head]
+    tails = aliases.get(normalize_concept(relation.tail)) or [relation.tail]
+    options = [(h, t) for h in heads for t in tails]
+    typed = {(normalize_concept(g.head), normalize_concept(g.tail), g.type) for g in gold}
+    pairs = {(normalize_concept(g.head), normalize_concept(g.tail)) for g in gold}
+    for wanted in (lambda h, t: (normalize_concept(h), normalize_concept(t), relation.type) in typed,
+                   lambda h, t: (normalize_concept(h), normalize_concept(t)) in pairs):
+        for h, t in options:
+            if wanted(h, t):
+                return Relation(h, t, relation.type)
+    return Relation(*options[0], relation.type)
+
+
+class GenerativeRETask(InstructSFTTask):
+    family = "causal"
+    trainer_name = "trl.SFTTrainer"
+    primary_metric = "typed-strict-micro-f1"
+
+    def __init__(self, settings: Settings, relation_types: list[str]):
+        super().__init__(settings)
+        self.relation_types = [t for t in relation_types if t != NONE_LABEL]
+        self.instruction = relation_format_instructions(self.relation_types)
+
+    def prompt(self, row: dict[str, Any], tokenizer: Any) -> str:
+        instruction = f"{self.instruction} {row['hint']}".strip()
+        return instruction_prompt(instruction, self.fit_text(row["text"], instruction, tokenizer))
+
+    def fit_text(self, text: str, instruction: str, tokenizer: Any) -> str:
+        """The text, cut at its end so the prompt leaves a quarter of data.max-length for the answer."""
+        max_length = self.settings.data.max_length
+        overhead = len(tokenizer(instruction_prompt(instruction, "."))["input_ids"])
+        budget = max_length - max_length // 4 - overhead
+        if budget < MIN_TEXT_TOKENS:
+            raise ConfigError([f"key 'data.max-length' = {max_length}: the prompt's instructions take {overhead} "
+                               f"tokens and a quarter is kept for the answer, leaving {max(budget, 0)} for the text; "
+                               f"use at least {(overhead + MIN_TEXT_TOKENS) * 4 // 3 + 1} (documents need several "
+                               "hundred more)"])
+        encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=tokenizer.is_fast, verbose=False)
+        if len(encoded["input_ids"]) <= budget:
+            return text
+        if tokenizer.is_fast:
+            return text[: encoded["offset_mapping"][budget - 1][1]]
+        return tokenizer.decode(encoded["input_ids"][:budget])
+
+    def tokenize(self, rows: list[dict[str, Any]], tokenizer: Any) -> Any:
+        rows = [{"prompt": self.prompt(r, tokenizer), "completion": format_relations(completion_relations(r))}
+                for r in rows]
+        return super().tokenize(rows, tokenizer)
+
+    def max_new_tokens(self, columns: dict[str, list], idx: list[int]) -> int:
+        """Room for the longest gold answer in the batch plus a margin, within data.max-length."""
+        longest = max(sum(columns["completion_mask"][i]) for i in idx)
+        return max(8, min(2 * longest + 8, self.settings.data.max_length))
+
+    def predict(self, resident: Any, rows: list[dict[str, Any]], dataset: Any, batch_size: int,
+                completion_only: bool = True) -> GenerativeRelationOutcome:
+        from ..evaluation.qa_inference import generate_batched
+
+        model, tokenizer = resident.model, resident.tokenizer
+        loss = super().predict(resident, rows, dataset, batch_size, completion_only=completion_only)
+        outcome = GenerativeRelationOutcome(loss_sum=loss.nll_sum, loss_count=loss.tokens, generations=[])
+        if not rows:
+            return outcome
+        columns = dataset[:]
+        prompts = [ids[: mask.index(1)] if 1 in mask else ids
+                   for ids, mask in zip(columns["input_ids"], columns["completion_mask"])]
+        order = sorted(range(len(rows)), key=lambda i: len(prompts[i]))
+        generations: list[str] = [""] * len(rows)
+        was_training = model.training
+        model.eval()
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            texts = generate_batched(model, tokenizer, [prompts[i] for i in idx], self.max_new_tokens(columns, idx))
+            for i, text in zip(idx, texts):
+                generations[i] = text
+        if was_training:
+            model.train()
+        self.read_answers(rows, generations, outcome)
+        return outcome
+
+    def read_answers(self, rows: list[dict[str, Any]], generations: list[str],
+                     outcome: GenerativeRelationOutcome) -> GenerativeRelationOutcome:
+        """Parse each unit's generated answer into concept-level relations beside its gold ones."""
+        outcome.generations = (outcome.generations or []) + list(generations)
+        for row, text in zip(rows, generations, strict=True):
+            gold = gold_relations(row)
+            aliases: dict[str, list[str]] = {}
+            for entry in row["aliases"]:
+                aliases.setdefault(entry["alias"], []).append(entry["name"])
+            parsed = parse_relations(text, self.relation_types)
+            outcome.gold.append(gold)
+            outcome.pred.append([resolve(r, aliases, gold) for r in parsed.relations])
+            outcome.unparseable += int(parsed.unparseable)
+            outcome.dropped_lines += parsed.dropped_lines
+        return outcome
+
+    @staticmethod
+    def merge(outcomes: list[GenerativeRelationOutcome]) -> GenerativeRelationOutcome:
+        merged = GenerativeRelationOutcome(generations=[])
+        for o in outcomes:
+            merged.gold += o.gold
+            merged.pred += o.pred
+            merged.loss_sum += o.loss_sum
+            merged.loss_count += o.loss_count
+            merged.unparseable += o.unparseable
+            merged.dropped_lines += o.dropped_lines
+            merged.generations += o.generations or []
+        return merged
+
+    @staticmethod
+    def score(outcome: GenerativeRelationOutcome) -> dict[str, float]:
+        metrics = score_outcome(outcome)
+        metrics["unparseable"] = float(outcome.unparseable)
+        metrics["dropped-lines"] = float(outcome.dropped_lines)
+        return metrics
