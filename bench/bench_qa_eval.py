@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="time each mode this many times and keep the fastest (steadier on a shared CPU)")
     args = parser.parse_args(argv)
 
     import torch
@@ -60,12 +62,15 @@ def main(argv: list[str] | None = None) -> int:
         records = {}
         entry = {"questions": len(dataset.items)}
         for mode in modes:
-            collected: list[dict] = []
-            result = evaluate_qa_dataset(model, tokenizer, dataset, mode=mode, batch_size=args.batch_size,
-                                         on_records=collected.extend, progress=False)
-            seconds[mode] += result.seconds
+            fastest = float("inf")
+            for _ in range(max(1, args.repeats)):
+                collected: list[dict] = []
+                result = evaluate_qa_dataset(model, tokenizer, dataset, mode=mode, batch_size=args.batch_size,
+                                             on_records=collected.extend, progress=False)
+                fastest = min(fastest, result.seconds)
+            seconds[mode] += fastest
             records[mode] = {r["index"]: r for r in collected}
-            entry[mode] = {"prompts_per_second": round(result.total / result.seconds, 2),
+            entry[mode] = {"prompts_per_second": round(result.total / fastest, 2),
                            "accuracy": round(result.accuracy, 4), "unparseable": result.unparseable}
         loop, batched = records["generate-loop"], records["generate"]
         gen_diff = sum(loop[i]["generation"] != batched[i]["generation"] for i in loop)
@@ -83,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         "datasets": [d.name for d in datasets],
         "questions": total,
         "batch_size": args.batch_size,
+        "repeats": max(1, args.repeats),
         "prompts_per_second": {mode: round(rate[mode], 2) for mode in modes},
         "speedup_vs_loop": {
             "generate": round(rate["generate"] / rate["generate-loop"], 2),

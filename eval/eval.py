@@ -17,4 +17,5 @@ except ImportError:  # a plain checkout, not pip-installed: use the package next
     from fedmedlora.evaluation.cli import main
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # Results land in eval/results/<run-name>/ wherever this is started from.
+    raise SystemExit(main(results_root=Path(__file__).resolve().parent / "results"))

@@ -97,7 +97,7 @@ def test_a_lora_adapter_saved_with_save_pretrained_is_applied(tmp_path):
     assert scores["base"] != scores["lora"]
 
 
-def _refuse_to_load(request):
+def _refuse_to_load(request, **kwargs):
     raise AssertionError("the model was loaded although the flags were wrong")
 
 
@@ -108,8 +108,8 @@ def _refuse_to_load(request):
     (["--peft-path", "./no/such/adapter"], "--peft-path ./no/such/adapter: no such folder"),
     (["--batch-size", "0"], "--batch-size must be at least 1"),
     (["--run-name", "a/b"], "--run-name 'a/b' must be a plain name"),
-    (["--task", "ner"], "--task ner is not available yet"),
-    (["--task", "re"], "--task re is not available yet"),
+    (["--task", "ner", "--datasets", "nosuch"], "'nosuch' does not exist"),
+    (["--task", "re", "--datasets", "nosuch"], "'nosuch' is neither a bundled RE dataset"),
 ])
 def test_bad_flags_fail_before_any_model_loads(tmp_path, monkeypatch, capsys, flags, message):
     monkeypatch.setattr(eval_model, "load_model_for_eval", _refuse_to_load)
@@ -160,11 +160,34 @@ def test_a_failure_keeps_finished_datasets_and_batches(tmp_path, monkeypatch):
 
 
 def test_eval_script_runs_from_the_eval_folder():
-    """`cd eval && python eval.py ...` as with FlowerTune; --task ner answers without importing torch."""
+    """`cd eval && python eval.py ...` as with FlowerTune: FlowerTune's default --quantization 4 is refused on CPU."""
     done = subprocess.run([sys.executable, "eval.py", "--base-model-name-path", MICRO, "--task", "ner"],
                           cwd=ROOT / "eval", capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
-    assert "--task ner is not available yet" in done.stderr
+    assert "--quantization 4 needs a CUDA GPU" in done.stderr
     helped = subprocess.run([sys.executable, "eval.py", "--help"], cwd=ROOT / "eval", capture_output=True,
                             text=True, timeout=60)
     assert helped.returncode == 0 and "--base-model-name-path" in helped.stdout and "--peft-path" in helped.stdout
+
+
+@pytest.mark.slow
+def test_eval_script_writes_next_to_itself_from_any_folder(tmp_path):
+    """A real run through `python eval/eval.py` in a fresh interpreter (torch import and all: ~10 s)."""
+    import shutil
+    import uuid
+
+    run_name = f"pytest-{uuid.uuid4().hex[:8]}"
+    folder = ROOT / "eval" / "results" / run_name
+    try:
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "eval" / "eval.py"), "--base-model-name-path", MICRO, "--quantization", "0",
+             "--device", "cpu", "--datasets", "medqa", "--limit", "2", "--run-name", run_name, "--no-progress"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        )
+        assert done.returncode == 0, done.stderr
+        assert (folder / f"acc_medqa_{run_name}.txt").read_text().startswith("Accuracy: ")
+        assert not (tmp_path / "eval").exists()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        if folder.parent.exists() and not any(folder.parent.iterdir()):
+            folder.parent.rmdir()  # leave no empty eval/results/ behind in the checkout

@@ -4,7 +4,8 @@
         --run-name=fl --batch-size=16 --quantization=4 --datasets=pubmedqa,medmcqa,medqa
 
 Quantization 4 or 8 needs a CUDA GPU; `--quantization 0` scores the unquantized model on the CPU. Results go to
---output-dir (default eval/results/<run-name>/ under the current folder); see qa_outputs.py for the files.
+--output-dir (default: eval/results/<run-name>/ under the current folder for `fedmedlora-eval`, the results/ folder
+next to eval.py for `python eval.py`); see qa_outputs.py for the files.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Callable, Sequence
 from .errors import EvalInputError
 
 TASKS = ("qa", "ner", "re")
+DEFAULT_DATASETS = {"qa": "pubmedqa,medmcqa,medqa", "ner": "ncbi_disease,bc5cdr", "re": "chemprot"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,8 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="hub id, local folder, or builtin:tiny-llama / builtin:tiny-llama-micro")
     parser.add_argument("--peft-path", default=None, help="PEFT adapter folder (save_pretrained); omit for the base")
     parser.add_argument("--run-name", default="fl", help="names the output folder and files (default: fl)")
-    parser.add_argument("--datasets", default="pubmedqa,medmcqa,medqa",
-                        help="comma-separated: pubmedqa, medmcqa, medqa, or paths to multiple-choice JSONL files")
+    parser.add_argument("--datasets", default=None,
+                        help="comma-separated. qa: pubmedqa, medmcqa, medqa (default: all three) or paths to "
+                             "multiple-choice JSONL files; ner: ncbi_disease, bc5cdr (default: both) or CoNLL files; "
+                             "re: bundled RE corpora or files in their formats")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--quantization", type=int, default=4, choices=(0, 4, 8),
                         help="4 (the leaderboard setting) or 8 need CUDA; 0 = unquantized (default: 4)")
@@ -48,12 +52,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--task", default="qa", choices=TASKS,
                         help="qa: multiple-choice QA (this module); ner/re: entity and relation scoring")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--split", default="test", choices=("train", "val", "test"),
+                        help="ner/re: the official split of bundled corpora to score (users' files are scored whole)")
+    parser.add_argument("--max-length", type=int, default=256,
+                        help="ner/re: tokens per example when the checkpoint does not record it")
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, results_root: str | Path = Path("eval") / "results") -> int:
+    """Exit code 0 when done, 2 for bad input (message on stderr). Without --output-dir, results go to
+    `<results_root>/<run-name>`; eval/eval.py passes its own folder's results/ so running it from inside eval/
+    does not nest an eval/eval/."""
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in summary.json
+    args.results_root = Path(results_root)
+    if args.datasets is None:
+        args.datasets = DEFAULT_DATASETS[args.task]
     try:
         return TASK_RUNNERS.get(args.task, task_not_available)(args)
     except EvalInputError as err:
@@ -82,7 +96,7 @@ def run_qa(args: argparse.Namespace) -> int:
         dtype=resolve_dtype(args.dtype, args.quantization, device),
     )
     check_model_request(request)
-    outputs = QAOutputs(args.output_dir or Path("eval") / "results" / args.run_name, args.run_name)
+    outputs = QAOutputs(args.output_dir or args.results_root / args.run_name, args.run_name)
 
     model, tokenizer = load_model_for_eval(request)
     run = {
@@ -142,16 +156,23 @@ def _check_common_flags(args: argparse.Namespace) -> None:
         raise EvalInputError(f"--run-name {args.run_name!r} must be a plain name: it is used in file names")
 
 
-# --- other tasks ----------------------------------------------------------------------------------------------------
-# NER / RE scoring of token classifiers plugs in here: add a runner `(args) -> exit code` to TASK_RUNNERS (and any
-# task-specific flags to build_parser). Until then `--task ner|re` stops with the message below.
+# --- tasks: entity and relation extraction (ie_eval.py) -------------------------------------------------------------
+
+def run_ie(args: argparse.Namespace) -> int:
+    from .ie_eval import run_ie as run
+
+    _check_common_flags(args)
+    return run(args)
+
 
 def task_not_available(args: argparse.Namespace) -> int:
-    raise EvalInputError(f"--task {args.task} is not available yet in fedmedlora-eval; only --task qa is")
+    raise EvalInputError(f"--task {args.task} is not available in fedmedlora-eval")
 
 
 TASK_RUNNERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "qa": run_qa,
+    "ner": run_ie,
+    "re": run_ie,
 }
 
 

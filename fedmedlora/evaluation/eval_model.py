@@ -45,8 +45,10 @@ def resolve_dtype(requested: str, quantization: int, device: str) -> str:
     return "bfloat16" if device == "cuda" else "float32"
 
 
-def check_model_request(request: ModelRequest) -> None:
-    """Everything about the model flags that can be checked without loading weights."""
+def check_model_request(request: ModelRequest, family: str | None = "causal") -> None:
+    """Everything about the model flags that can be checked without loading weights.
+
+    `family` is the model family the task needs ("causal" for QA); None accepts either (NER/RE scoring)."""
     if request.quantization not in (0, 4, 8):
         raise EvalInputError(f"--quantization must be 0, 4 or 8, got {request.quantization}")
     if request.quantization and request.device != "cuda":
@@ -61,8 +63,7 @@ def check_model_request(request: ModelRequest) -> None:
         config = load_config(request.base)
     except ValueError as err:
         raise EvalInputError(f"--base-model-name-path: {err}") from None
-    family = model_family(config)
-    if family != "causal":
+    if family is not None and model_family(config) != family:
         raise EvalInputError(
             f"--base-model-name-path {request.base!r} is a {config.model_type} encoder, not a causal LM: QA scoring "
             "generates answers (use --task ner or --task re for token classifiers)"
@@ -80,12 +81,19 @@ def _check_peft_path(peft_path: str) -> None:
     # Anything else is taken as a Hugging Face hub id and left to PEFT to fetch.
 
 
-def load_model_for_eval(request: ModelRequest) -> tuple[Any, Any]:
-    """(model in eval mode on its device, tokenizer). The tokenizer is the base model's, as FlowerTune loads it."""
+def load_model_for_eval(request: ModelRequest, family: str = "causal",
+                        labels: list[str] | None = None, head: str = "token") -> tuple[Any, Any]:
+    """(model in eval mode on its device, tokenizer). The tokenizer is the base model's, as FlowerTune loads it.
+
+    Encoders load through the training loader with the checkpoint's label set and the task's head (`token` for NER,
+    `sequence` for relation classification), so the head the adapter carries fits."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    check_model_request(request)
+    check_model_request(request, family=None if family == "encoder" else "causal")
+    tokenizer = load_tokenizer(request.base, family)  # before the weights: a broken tokenizer fails fast
+    if family == "encoder":
+        return _load_encoder(request, tokenizer, labels or [], head), tokenizer
     torch.manual_seed(2024)  # FlowerTune fixes this seed; greedy decoding does not use it, but custom code might
     kwargs: dict[str, Any] = {"dtype": torch_dtype(request.dtype)}
     if request.quantization:
@@ -102,5 +110,18 @@ def load_model_for_eval(request: ModelRequest) -> tuple[Any, Any]:
 
         model = PeftModel.from_pretrained(model, os.path.expanduser(request.peft_path), is_trainable=False)
     model.eval()
-    tokenizer = load_tokenizer(request.base, "causal")
     return model, tokenizer
+
+
+def _load_encoder(request: ModelRequest, tokenizer: Any, labels: list[str], head: str) -> Any:
+    from ..models import load_base_model
+
+    model = load_base_model(request.base, "encoder", dtype=request.dtype, quantization=request.quantization,
+                            num_labels=len(labels), id2label=dict(enumerate(labels)), head=head)
+    model.to(request.device)
+    if request.peft_path is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, os.path.expanduser(request.peft_path), is_trainable=False)
+    model.eval()
+    return model

@@ -18,6 +18,7 @@ from typing import Any, Callable
 from tqdm.auto import tqdm
 
 from .answer_extraction import answer_letter, extract_answer
+from .errors import EvalInputError
 from .qa_datasets import QADataset, QAItem
 from .qa_inference import (
     continuation_token_ids,
@@ -168,7 +169,7 @@ class _Scorer:
                     cache[text] = continuation_token_ids(self.tokenizer, ANSWER_LEAD_IN, text)[0]
                 tokens.append(cache[text])
             if len(set(tokens)) < len(tokens):
-                raise ValueError(
+                raise EvalInputError(
                     f"dataset {self.dataset.name}, item {item.id}: answers {list(texts.values())} start with the "
                     "same token for this tokenizer, so --mode loglik cannot tell them apart; use --mode generate"
                 )
