@@ -1,4 +1,5 @@
-"""The `fedmedlora` command: `run` (a supervised `flwr run`), `config` (keys, presets), `eval` (the eval module)."""
+"""The `fedmedlora` command: `run` (a supervised `flwr run`), `config` (keys, presets), `eval` (the eval module),
+`experiment` (zero-shot, single-site, centralized and federated side by side)."""
 
 from __future__ import annotations
 
@@ -40,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     config.add_argument("--check", nargs="+", metavar="PRESET", help="validate preset files")
 
     sub.add_parser("eval", help="score checkpoints (same flags as eval/eval.py)", add_help=False)
+    sub.add_parser("experiment", help="zero-shot, single-site, centralized and federated side by side "
+                   "(see fedmedlora/experiment.py)", add_help=False)
 
     if argv is None:
         argv = sys.argv[1:]
@@ -47,6 +50,10 @@ def main(argv: list[str] | None = None) -> int:
         from .evaluation.cli import main as eval_main
 
         return eval_main(argv[1:])
+    if argv[:1] == ["experiment"]:
+        from .experiment import main as experiment_main
+
+        return experiment_main(argv[1:], prog="fedmedlora experiment")
     args = parser.parse_args(argv)
     if args.command == "run":
         from .launcher import run as launch

@@ -1,0 +1,160 @@
+"""What an experiment writes: `table.md`, `results.csv` and `f1_per_round.png` from the models scored so far.
+
+Every model (zero-shot, one single-site model per site, centralized, one federated model per strategy) is a
+`ModelResult`: its scores after each round on each site's evaluation split and on the pooled split. `write_report`
+rewrites all three files from the whole list, each atomically (temp file + os.replace), so the experiment calls it
+after every model and a failure later leaves complete files for the models already done.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+POOLED = "pooled"
+# Strict and lenient F1: the scores the study compares (every other score goes to results.csv).
+TABLE_METRICS = ("strict-f1", "lenient-f1")
+CSV_COLUMNS = ("setting", "model", "eval_site", "metric", "value", "round")
+
+
+@dataclass
+class RoundScores:
+    """Scores of one model after `round` rounds (0: the initial adapter), per evaluation site and pooled."""
+
+    round: int
+    pooled: dict[str, float]
+    sites: dict[str, dict[str, float]]  # keyed by site name, in site order
+
+
+@dataclass
+class ModelResult:
+    setting: str  # zero-shot | single-site | centralized | federated
+    model: str  # what was trained: "-" (zero-shot), a site name, "all sites pooled", a strategy name
+    rounds: list[RoundScores] = field(default_factory=list)
+    wall_seconds: float = 0.0
+    status: str = "completed"  # or "failed: <why>"
+    run_dir: str = ""  # raw records, relative to the experiment folder
+
+    @property
+    def final(self) -> RoundScores | None:
+        return self.rounds[-1] if self.rounds else None
+
+
+def table_metrics(primary: str, available: Sequence[str]) -> list[str]:
+    """The table's columns per evaluation site: the task's headline and, for a strict score, its lenient twin
+    (NER: strict-f1, lenient-f1; RE: typed-strict-micro-f1, typed-lenient-micro-f1); otherwise the headline then
+    strict-f1 and lenient-f1 where the task has them."""
+    wanted = [primary, primary.replace("strict", "lenient")] if "strict" in primary else [primary, *TABLE_METRICS]
+    chosen = [m for i, m in enumerate(wanted) if m in available and m not in wanted[:i]]
+    return chosen or [primary]
+
+
+def _available_metrics(results: Sequence[ModelResult]) -> list[str]:
+    for result in results:
+        if result.final is not None:
+            return list(result.final.pooled)
+    return []
+
+
+def _fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:.4f}"
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def markdown_table(results: Sequence[ModelResult], site_names: Sequence[str], primary: str) -> str:
+    """One row per model (final round), columns: each table metric on each site and pooled; rounds; wall time."""
+    metrics = table_metrics(primary, _available_metrics(results))
+    targets = [*site_names, POOLED]
+    head = ["setting", "model", *(f"{t} {m}" for t in targets for m in metrics), "rounds", "wall s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * (len(head) - 2)) + "|"]
+    for r in results:
+        final = r.final
+        cells = [r.setting, r.model if r.status == "completed" else f"{r.model} ({r.status})"]
+        for target in targets:
+            scores = {} if final is None else (final.pooled if target == POOLED else final.sites.get(target, {}))
+            cells.extend(_fmt(scores.get(m)) for m in metrics)
+        cells.append(str(final.round) if final is not None else "-")
+        cells.append(f"{r.wall_seconds:.0f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def csv_rows(results: Sequence[ModelResult]) -> list[tuple[Any, ...]]:
+    """Long format: every numeric score of every model, round and evaluation site (sites, then pooled)."""
+    rows = []
+    for r in results:
+        for scores in r.rounds:
+            for target, metrics in [*scores.sites.items(), (POOLED, scores.pooled)]:
+                for metric, value in metrics.items():
+                    if isinstance(value, (int, float)) and not isinstance(value, bool):
+                        rows.append((r.setting, r.model, target, metric, repr(float(value)), scores.round))
+    return rows
+
+
+def write_csv(path: Path, results: Sequence[ModelResult]) -> None:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    writer.writerows(csv_rows(results))
+    _atomic_write_text(path, buffer.getvalue())
+
+
+def _line_label(r: ModelResult) -> str:
+    if r.setting == "single-site":
+        return f"single-site ({r.model})"
+    if r.setting == "federated":
+        return f"federated {r.model}"
+    return r.setting
+
+
+def write_plot(path: Path, results: Sequence[ModelResult], primary: str, title: str, rounds: int) -> None:
+    """Pooled headline score per round, one line per model; zero-shot as a dashed level (it is not trained)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on servers
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=120)
+    for r in results:
+        points = [(s.round, s.pooled.get(primary)) for s in r.rounds if s.pooled.get(primary) is not None]
+        if not points:
+            continue
+        if r.setting == "zero-shot":
+            ax.hlines(points[-1][1], 0, max(rounds, 1), colors="grey", linestyles="--", label="zero-shot")
+            continue
+        xs, ys = zip(*points)
+        ax.plot(xs, ys, marker="o", label=_line_label(r) + ("" if r.status == "completed" else " (failed)"))
+    ax.set_xlabel("round")
+    ax.set_ylabel(f"{primary} (pooled)")
+    ax.set_xticks(range(0, max(rounds, 1) + 1))
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    tmp = path.with_name(path.name + ".tmp")
+    fig.savefig(tmp, format="png")
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def write_report(out_dir: Path, results: Sequence[ModelResult], *, site_names: Sequence[str], primary: str,
+                 header: str, title: str, rounds: int) -> None:
+    """Rewrite table.md (header + table), results.csv and f1_per_round.png from every model scored so far."""
+    out_dir = Path(out_dir)
+    _atomic_write_text(out_dir / "table.md", header.rstrip() + "\n\n" + markdown_table(results, site_names, primary))
+    write_csv(out_dir / "results.csv", results)
+    write_plot(out_dir / "f1_per_round.png", results, primary, title, rounds)
