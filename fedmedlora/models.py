@@ -8,6 +8,8 @@ folder, and any Hugging Face hub id (resolved by Transformers, so HF_HUB_OFFLINE
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 BUILTIN_PREFIX = "builtin:"
@@ -131,6 +133,23 @@ def load_tokenizer(name: str, family: str) -> Any:
     return tokenizer
 
 
+@contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """No weight-loading progress bar or load report (a new head's "newly initialized" weights are expected): with
+    several workers and rounds they would flood the run's log."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 def load_base_model(
     name: str,
     family: str,
@@ -159,18 +178,19 @@ def load_base_model(
         require_cuda_for_quantization(quantization, "this process")
         kwargs["quantization_config"] = quantization_config(quantization, dtype)
         kwargs["device_map"] = {"": torch.cuda.current_device()}
-    if family == "causal":
-        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
-    else:
-        if not num_labels or not id2label:
-            raise ValueError(f"an encoder for {head} classification needs its label set")
-        model = encoder_auto_class(head).from_pretrained(
-            source,
-            num_labels=num_labels,
-            id2label=id2label,
-            label2id={v: k for k, v in id2label.items()},
-            **kwargs,
-        )
+    if family != "causal" and (not num_labels or not id2label):
+        raise ValueError(f"an encoder for {head} classification needs its label set")
+    with _quiet_loading():
+        if family == "causal":
+            model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        else:
+            model = encoder_auto_class(head).from_pretrained(
+                source,
+                num_labels=num_labels,
+                id2label=id2label,
+                label2id={v: k for k, v in id2label.items()},
+                **kwargs,
+            )
     if quantization:
         from peft import prepare_model_for_kbit_training
 

@@ -54,24 +54,18 @@ def resident_model(settings: Settings, family: str, labels: list[str]) -> Reside
         _SLOT.clear()
         _DATA.clear()
         from peft import get_peft_model
-        from transformers.utils import logging as hf_logging
 
-        verbosity = hf_logging.get_verbosity()
-        hf_logging.set_verbosity_error()  # the new head's "newly initialized" report is expected
-        try:
-            base = load_base_model(
-                settings.model.name,
-                family,
-                dtype=settings.model.dtype,
-                quantization=settings.model.quantization,
-                num_labels=len(labels) if family == "encoder" else None,
-                id2label=dict(enumerate(labels)) if family == "encoder" else None,
-                attn_implementation=settings.model.attn_implementation,
-                gradient_checkpointing=settings.model.gradient_checkpointing,
-                head=head or "token",
-            )
-        finally:
-            hf_logging.set_verbosity(verbosity)
+        base = load_base_model(
+            settings.model.name,
+            family,
+            dtype=settings.model.dtype,
+            quantization=settings.model.quantization,
+            num_labels=len(labels) if family == "encoder" else None,
+            id2label=dict(enumerate(labels)) if family == "encoder" else None,
+            attn_implementation=settings.model.attn_implementation,
+            gradient_checkpointing=settings.model.gradient_checkpointing,
+            head=head or "token",
+        )
         missing = missing_target_modules(base, settings.target_modules)
         if missing:
             raise ConfigError([f"key 'lora.target-modules' = {settings['lora.target-modules']!r}: {missing} match "

@@ -1,0 +1,203 @@
+"""A federated client round, measured three ways on the same config, site, adapter and batches.
+
+1. resident: the real ClientApp `train` (fedmedlora.client_app) round after round in one process, as a Flower
+   worker runs it: the base model and the site's tokenized data stay loaded; each call loads the global adapter and
+   builds a fresh Trainer (fresh optimizer).
+2. reload: the same ClientApp call, but the process forgets its model and data before every round, so each round
+   loads the base model from disk, wraps it with PEFT, tokenizes the partition and builds the trainer, as
+   FlowerTune's template does per round (on a CPU there is nothing to quantize; on a GPU 4-bit loading adds more).
+3. plain loop: a hand-written PyTorch loop (AdamW, the same collator, batch size, steps, learning rate and clipping)
+   over the same tokenized data on the same PEFT model: the throughput ceiling without Trainer or Flower.
+
+For every round: wall seconds of the client call and the seconds inside optimizer steps (forward, backward, clip,
+optimizer and scheduler step; measured from the Trainer's on_step_begin to on_step_end). Reported: warm-round
+overhead = 1 - step seconds / client seconds (target <= 10%), and training throughput of the warm resident client
+vs the plain loop (examples/s, target >= 95%).
+
+    python bench/bench_client_round.py                    # the embedded default: MiniLM NER, 30 steps x 16
+    python bench/bench_client_round.py --rounds 4 --run-config "train.local-steps=10"
+Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+class StepTimer:
+    """Seconds spent between the Trainer's on_step_begin and on_step_end (one optimizer step each)."""
+
+    def __init__(self) -> None:
+        from transformers import TrainerCallback
+
+        timer = self
+
+        class _Callback(TrainerCallback):
+            def on_step_begin(self, args, state, control, **kwargs):
+                timer._start = time.perf_counter()
+
+            def on_step_end(self, args, state, control, **kwargs):
+                timer.seconds += time.perf_counter() - timer._start
+                timer.steps += 1
+
+        self.callback = _Callback()
+        self.seconds = 0.0
+        self.steps = 0
+        self._start = 0.0
+
+    def reset(self) -> None:
+        self.seconds, self.steps = 0.0, 0
+
+
+def client_rounds(config: dict[str, Any], rounds: int, reload: bool) -> list[dict[str, Any]]:
+    from flwr.app import ArrayRecord
+
+    import fedmedlora.resident as resident_module
+    from fedmedlora import client_app
+    from fedmedlora.adapter import adapter_state, to_array_record
+    from fedmedlora.job import get_job
+    from fedmedlora.settings import parse_run_config
+    from helpers import node_context, train_message
+
+    settings = parse_run_config(config)
+    resident_module._SLOT.clear()
+    resident_module._DATA.clear()
+    job = get_job(settings)
+    timer = StepTimer()
+    make_trainer = type(job.task).make_trainer
+
+    def timed_make_trainer(*args: Any, **kwargs: Any) -> Any:
+        trainer = make_trainer(job.task, *args, **kwargs)
+        trainer.add_callback(timer.callback)
+        return trainer
+
+    job.task.make_trainer = timed_make_trainer
+    context = node_context(config, site=0, num_sites=settings.data.num_sites)
+    # the same global adapter every round (the initial one), so both paths do identical work
+    global_arrays: ArrayRecord = to_array_record(adapter_state(job.resident().model), "float16")
+    out = []
+    for server_round in range(1, rounds + 1):
+        if reload:
+            resident_module._SLOT.clear()  # what a process that rebuilds every round starts from
+            resident_module._DATA.clear()
+        timer.reset()
+        loads_before = resident_module.base_model_loads()
+        msg = train_message(global_arrays, node_id=1, server_round=server_round,
+                            learning_rate=settings.learning_rate(server_round), **{"wire-dtype": "float16"})
+        start = time.perf_counter()
+        reply = client_app.train(msg, context)
+        seconds = time.perf_counter() - start
+        assert not reply.has_error(), reply.error
+        metrics = reply.content["metrics"]
+        out.append({"round": server_round, "client_seconds": seconds, "step_seconds": timer.seconds,
+                    "steps": timer.steps, "trainer_train_seconds": float(metrics["train-seconds"]),
+                    "examples": int(metrics["train-examples-seen"]),
+                    "model_loaded_this_round": resident_module.base_model_loads() > loads_before})
+    return out
+
+
+def plain_loop(config: dict[str, Any]) -> dict[str, Any]:
+    """The same steps as a client round in a bare PyTorch loop on the resident PEFT model and tokenized data."""
+    import torch
+
+    from fedmedlora.adapter import adapter_state, load_adapter_state
+    from fedmedlora.job import get_job
+    from fedmedlora.settings import parse_run_config
+    from fedmedlora.training import training_arguments
+
+    settings = parse_run_config(config)
+    job = get_job(settings)
+    resident = job.resident()
+    dataset = job.tokenized(0, "train")
+    initial = adapter_state(resident.model)
+    with_tmp = training_arguments(settings, family=resident.family, learning_rate=settings.learning_rate(1),
+                                  seed=settings.run.seed, output_dir="/tmp/fedmedlora-bench-plain")
+    trainer = job.task.make_trainer(resident, dataset, with_tmp)  # only for its collator and column choice
+    loader = trainer.get_train_dataloader()
+    model = resident.model
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=settings.learning_rate(1), weight_decay=settings.train.weight_decay)
+    steps, batch = settings.train.local_steps, settings.train.batch_size
+    batches = iter(loader)
+    done, examples = 0, 0
+    start = time.perf_counter()
+    while done < steps:
+        try:
+            inputs = next(batches)
+        except StopIteration:
+            batches = iter(loader)
+            continue
+        loss = model(**inputs).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, settings.train.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        done += 1
+        examples += int(inputs["input_ids"].shape[0])
+    seconds = time.perf_counter() - start
+    load_adapter_state(model, initial)
+    return {"seconds": seconds, "steps": done, "examples": examples, "examples_per_s": examples / seconds,
+            "batch_size": batch}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--run-config", default="", help='"key=value ..." over the embedded default')
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from fedmedlora.evaluation.machine_info import machine_info
+    from fedmedlora.launcher import parse_overrides
+
+    config = parse_overrides([args.run_config]) if args.run_config else {}
+    config.setdefault("run.results-dir", "/tmp/fedmedlora-bench")
+
+    reload = client_rounds(config, args.rounds, reload=True)
+    resident = client_rounds(config, args.rounds, reload=False)
+    plain = plain_loop(config)
+    warm = resident[1:]  # round 1 of the resident path is its one cold start
+
+    def mean(rows: list[dict[str, Any]], key: str) -> float:
+        return sum(r[key] for r in rows) / len(rows)
+
+    warm_client = mean(warm, "client_seconds")
+    warm_steps = mean(warm, "step_seconds")
+    warm_examples = mean(warm, "examples")
+    result = {
+        "benchmark": "client_round",
+        "config": config,
+        "machine": machine_info("cpu"),
+        "resident_rounds": resident,
+        "reload_rounds": reload,
+        "plain_loop": plain,
+        "summary": {
+            "resident_warm_round_seconds": warm_client,
+            "reload_round_seconds": mean(reload, "client_seconds"),
+            "reload_vs_resident_warm": mean(reload, "client_seconds") / warm_client,
+            "resident_warm_step_share": warm_steps / warm_client,
+            "resident_warm_overhead_share": 1 - warm_steps / warm_client,
+            "reload_step_share": mean(reload, "step_seconds") / mean(reload, "client_seconds"),
+            "resident_cold_round_seconds": resident[0]["client_seconds"],
+            "client_examples_per_s": warm_examples / warm_client,
+            "client_trainer_examples_per_s": warm_examples / mean(warm, "trainer_train_seconds"),
+            "plain_loop_examples_per_s": plain["examples_per_s"],
+            "client_vs_plain_throughput": (warm_examples / warm_client) / plain["examples_per_s"],
+            "targets": {"warm_overhead_share_max": 0.10, "client_vs_plain_min": 0.95},
+        },
+    }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
