@@ -44,6 +44,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "fedprox": {"strategy.name": "fedprox"},
     "fedadam": {"strategy.name": "fedadam"},
     "fedyogi": {"strategy.name": "fedyogi"},
+    # Flower's server learning rates (FedAdam 0.1, FedYogi 0.01) were set for whole models; LoRA factors are small
+    "fedadam (server-lr 1e-3)": {"strategy.name": "fedadam", "strategy.server-learning-rate": 1e-3},
+    "fedyogi (server-lr 1e-3)": {"strategy.name": "fedyogi", "strategy.server-learning-rate": 1e-3},
     "fedadagrad": {"strategy.name": "fedadagrad"},
     "fedavgm": {"strategy.name": "fedavgm"},
     "fedmedian": {"strategy.name": "fedmedian"},
