@@ -12,9 +12,11 @@
 For every round: wall seconds of the client call and the seconds inside optimizer steps (forward, backward, clip,
 optimizer and scheduler step; measured from the Trainer's on_step_begin to on_step_end). Reported: warm-round
 overhead = 1 - step seconds / client seconds (target <= 10%), and training throughput of the warm resident client
-vs the plain loop (examples/s, target >= 95%).
+vs the plain loop (examples/s, target >= 95%). Run to run, a 30-step round varies by several percent on a shared
+CPU, so the throughput ratio compares the best warm round with the best of `--plain-repeats` plain loops (the
+medians are reported too).
 
-    python bench/bench_client_round.py                    # the embedded default: MiniLM NER, 30 steps x 16
+    python bench/bench_client_round.py                    # the embedded default: MiniLM NER, 30 steps x 16, ~4 min
     python bench/bench_client_round.py --rounds 4 --run-config "train.local-steps=10"
 Prints one JSON object.
 """
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -153,7 +156,8 @@ def plain_loop(config: dict[str, Any]) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=4, help="client rounds per path (the first resident one is cold)")
+    parser.add_argument("--plain-repeats", type=int, default=3)
     parser.add_argument("--run-config", default="", help='"key=value ..." over the embedded default')
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -165,22 +169,29 @@ def main() -> None:
 
     reload = client_rounds(config, args.rounds, reload=True)
     resident = client_rounds(config, args.rounds, reload=False)
-    plain = plain_loop(config)
+    plains = [plain_loop(config) for _ in range(args.plain_repeats)]
     warm = resident[1:]  # round 1 of the resident path is its one cold start
 
     def mean(rows: list[dict[str, Any]], key: str) -> float:
         return sum(r[key] for r in rows) / len(rows)
 
+    def median(values: list[float]) -> float:
+        return statistics.median(values)
+
+    best_warm = min(warm, key=lambda r: r["client_seconds"])
+    best_plain = max(plains, key=lambda r: r["examples_per_s"])
+    client_rates = [r["examples"] / r["client_seconds"] for r in warm]
+    plain_rates = [r["examples_per_s"] for r in plains]
+
     warm_client = mean(warm, "client_seconds")
     warm_steps = mean(warm, "step_seconds")
-    warm_examples = mean(warm, "examples")
     result = {
         "benchmark": "client_round",
         "config": config,
         "machine": machine_info("cpu"),
         "resident_rounds": resident,
         "reload_rounds": reload,
-        "plain_loop": plain,
+        "plain_loops": plains,
         "summary": {
             "resident_warm_round_seconds": warm_client,
             "reload_round_seconds": mean(reload, "client_seconds"),
@@ -189,10 +200,13 @@ def main() -> None:
             "resident_warm_overhead_share": 1 - warm_steps / warm_client,
             "reload_step_share": mean(reload, "step_seconds") / mean(reload, "client_seconds"),
             "resident_cold_round_seconds": resident[0]["client_seconds"],
-            "client_examples_per_s": warm_examples / warm_client,
-            "client_trainer_examples_per_s": warm_examples / mean(warm, "trainer_train_seconds"),
-            "plain_loop_examples_per_s": plain["examples_per_s"],
-            "client_vs_plain_throughput": (warm_examples / warm_client) / plain["examples_per_s"],
+            "client_examples_per_s_best": best_warm["examples"] / best_warm["client_seconds"],
+            "client_examples_per_s_median": median(client_rates),
+            "plain_loop_examples_per_s_best": best_plain["examples_per_s"],
+            "plain_loop_examples_per_s_median": median(plain_rates),
+            "client_vs_plain_throughput_best": (best_warm["examples"] / best_warm["client_seconds"])
+            / best_plain["examples_per_s"],
+            "client_vs_plain_throughput_median": median(client_rates) / median(plain_rates),
             "targets": {"warm_overhead_share_max": 0.10, "client_vs_plain_min": 0.95},
         },
     }
