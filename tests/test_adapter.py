@@ -97,3 +97,25 @@ def test_checkpoint_loads_with_peft_from_pretrained(tmp_path):
     model.eval()
     with torch.no_grad():
         assert torch.allclose(loaded(input_ids=ids).logits, model(input_ids=ids).logits, atol=1e-5)
+
+
+@pytest.mark.parametrize("preset, params, tensors", [
+    ("flowertune-medical.toml", 13_631_488, 128),  # r=32 on q_proj, v_proj: the seed's 13.6 M
+    ("fed-medlora-ie.toml", 41_943_040, 448),  # r=16 on all seven projections
+])
+def test_gpu_presets_build_their_adapter_on_the_8b_shape(monkeypatch, preset, params, tensors):
+    """The GPU presets' LoRA targets exist in a Llama-3-8B-shaped model (from its config, on the meta device)."""
+    from pathlib import Path
+
+    import transformers
+
+    import fedmedlora.models
+    from fedmedlora.settings import load_toml_overrides
+
+    config = transformers.LlamaConfig(vocab_size=128256, hidden_size=4096, intermediate_size=14336,
+                                      num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8)
+    monkeypatch.setattr(fedmedlora.models, "load_config", lambda name: config)
+    conf = Path(__file__).resolve().parents[1] / "conf" / preset
+    settings = parse_run_config(load_toml_overrides(str(conf)))
+    state = initial_adapter_state(settings, "causal", None, seed=0)
+    assert sum(v.size for v in state.values()) == params and len(state) == tensors
