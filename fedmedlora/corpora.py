@@ -18,7 +18,7 @@ from typing import Any
 
 from fedmedlora_data import data_path
 
-from .conll import DataFormatError, read_conll
+from .conll import DataFormatError, read_conll, read_jsonl
 
 BUNDLED_NER = {
     "ncbi_disease": ("ner", "ncbi_disease"),
@@ -141,20 +141,12 @@ def _instruct_record(record: dict[str, Any], where: str) -> tuple[str, str]:
 
 def _jsonl_instruct_rows(path: Path, source: str) -> list[dict[str, Any]]:
     rows = []
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataFormatError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
-            if not isinstance(record, dict):
-                raise DataFormatError(f"{path}:{lineno}: expected a JSON object")
-            prompt, completion = _instruct_record(record, f"{path}:{lineno}")
-            rows.append({"uid": f"{source}/{lineno}", "source": record.get("source", source),
-                         "prompt": prompt, "completion": completion})
+    for lineno, record in read_jsonl(path):
+        if not isinstance(record, dict):
+            raise DataFormatError(f"{path}:{lineno}: expected a JSON object")
+        prompt, completion = _instruct_record(record, f"{path}:{lineno}")
+        rows.append({"uid": f"{source}/{lineno}", "source": record.get("source", source),
+                     "prompt": prompt, "completion": completion})
     if not rows:
         raise DataFormatError(f"{path}: no rows")
     return rows

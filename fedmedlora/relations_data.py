@@ -30,7 +30,6 @@ earliest), which is a sentence where both occur whenever there is one. ChemProt:
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -39,7 +38,7 @@ from typing import Any
 
 from fedmedlora_data import data_path
 
-from .conll import DataFormatError, _open_text
+from .conll import DataFormatError, _open_text, read_jsonl
 from .scoring.relations import normalize_concept
 
 NONE_LABEL = "none"
@@ -284,17 +283,10 @@ def _chemprot_instance(record: Any, where: str) -> tuple[str, dict[str, Any]]:
 
 def chemprot_rows(path: Path, source: str, split: str) -> list[dict[str, Any]]:
     sentences: dict[str, dict[str, Any]] = {}
-    with _open_text(path) as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataFormatError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
-            text, pair = _chemprot_instance(record, f"{path}:{lineno}")
-            unit = sentences.setdefault(text, {"line": lineno, "pairs": []})
-            unit["pairs"].append(pair)
+    for lineno, record in read_jsonl(path):
+        text, pair = _chemprot_instance(record, f"{path}:{lineno}")
+        unit = sentences.setdefault(text, {"line": lineno, "pairs": []})
+        unit["pairs"].append(pair)
     if not sentences:
         raise DataFormatError(f"{path}: no rows")
     rows = []
