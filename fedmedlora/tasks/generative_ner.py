@@ -45,31 +45,10 @@ class GenerativeNERTask(InstructSFTTask):
                  "completion": format_entities(r["tokens"], bio_to_spans(r["tags"]))} for r in rows]
         return super().tokenize(rows, tokenizer)
 
-    def max_new_tokens(self, columns: dict[str, list], idx: list[int]) -> int:
-        """Room for the longest gold answer in the batch plus a margin, within data.max-length."""
-        longest = max(sum(columns["completion_mask"][i]) for i in idx)
-        return max(8, min(2 * longest + 8, self.settings.data.max_length))
-
     def predict(self, resident: Any, rows: list[dict[str, Any]], dataset: Any, batch_size: int,
                 completion_only: bool = True) -> GenerativeNerOutcome:
-        from ..evaluation.qa_inference import generate_batched
-
-        model, tokenizer = resident.model, resident.tokenizer
         loss = super().predict(resident, rows, dataset, batch_size, completion_only=completion_only)
-        columns = dataset[:]
-        prompts = [ids[: mask.index(1)] if 1 in mask else ids
-                   for ids, mask in zip(columns["input_ids"], columns["completion_mask"])]
-        order = sorted(range(len(rows)), key=lambda i: len(prompts[i]))
-        generations: list[str] = [""] * len(rows)
-        was_training = model.training
-        model.eval()
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            texts = generate_batched(model, tokenizer, [prompts[i] for i in idx], self.max_new_tokens(columns, idx))
-            for i, text in zip(idx, texts):
-                generations[i] = text
-        if was_training:
-            model.train()
+        generations = self.generate_answers(resident, dataset, batch_size)
         outcome = GenerativeNerOutcome(loss_sum=loss.nll_sum, loss_tokens=loss.tokens, generations=generations)
         for row, text in zip(rows, generations):
             parsed = parse_entities(text, row["tokens"], self.entity_types)

@@ -107,6 +107,34 @@ class InstructSFTTask:
             model.train()
         return outcome
 
+    def max_new_tokens(self, columns: dict[str, list], idx: list[int]) -> int:
+        """Room for the longest gold answer in the batch plus a margin, within data.max-length."""
+        longest = max(sum(columns["completion_mask"][i]) for i in idx)
+        return max(8, min(2 * longest + 8, self.settings.data.max_length))
+
+    def generate_answers(self, resident: Any, dataset: Any, batch_size: int) -> list[str]:
+        """Greedy answers to each row's prompt (its tokens before the completion), batched by prompt length."""
+        from ..evaluation.qa_inference import generate_batched
+
+        if len(dataset) == 0:
+            return []
+        model, tokenizer = resident.model, resident.tokenizer
+        columns = dataset[:]
+        prompts = [ids[: mask.index(1)] if 1 in mask else ids
+                   for ids, mask in zip(columns["input_ids"], columns["completion_mask"])]
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        generations: list[str] = [""] * len(prompts)
+        was_training = model.training
+        model.eval()
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            texts = generate_batched(model, tokenizer, [prompts[i] for i in idx], self.max_new_tokens(columns, idx))
+            for i, text in zip(idx, texts):
+                generations[i] = text
+        if was_training:
+            model.train()
+        return generations
+
     def validation_loss(self, resident: Any, rows: list[dict[str, Any]], dataset: Any, batch_size: int,
                         completion_only: bool = True) -> tuple[float, int]:
         """(summed token NLL, scored tokens) on a split: Fed-MedLoRA+'s server-side score of an adapter.
