@@ -24,25 +24,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # FakeGrid and the Llama-3-8B config, shared with the tests
 
 SEED_MIB_FLOAT32 = 2080.62
-
-
-class FakeGrid:
-    """What Flower's sampling asks of a Grid: the connected node ids (one SuperNode per site)."""
-
-    def __init__(self, count: int):
-        self.nodes = list(range(1, count + 1))
-
-    def get_node_ids(self) -> list[int]:
-        return list(self.nodes)
-
-
-def llama3_8b_config() -> Any:
-    import transformers
-
-    return transformers.LlamaConfig(vocab_size=128256, hidden_size=4096, intermediate_size=14336,
-                                    num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8)
 
 
 def run(wire_dtype: str) -> dict[str, Any]:
@@ -54,6 +38,7 @@ def run(wire_dtype: str) -> dict[str, Any]:
     from fedmedlora.results import RunRecorder
     from fedmedlora.settings import load_toml_overrides, parse_run_config
     from fedmedlora.strategies import build_strategy
+    from helpers import FakeGrid, llama3_8b_config
 
     fedmedlora.models.load_config = lambda name: llama3_8b_config()  # no hub here: the shape from its config
     preset = load_toml_overrides(str(ROOT / "conf" / "flowertune-medical.toml"))

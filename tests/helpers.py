@@ -52,3 +52,21 @@ def train_message(arrays: ArrayRecord, node_id: int, server_round: int = 1, lear
     content = RecordDict({"arrays": arrays, "config": ConfigRecord(
         {"server-round": server_round, "learning-rate": learning_rate, **config})})
     return Message(content, dst_node_id=node_id, message_type=MessageType.TRAIN)
+
+
+class FakeGrid:
+    """What Flower's sampling asks of a Grid: the connected node ids (one SuperNode per site)."""
+
+    def __init__(self, count: int):
+        self.nodes = list(range(1, count + 1))
+
+    def get_node_ids(self) -> list[int]:
+        return list(self.nodes)
+
+
+def llama3_8b_config() -> Any:
+    """Llama-3-8B's shape (the seeds' base models), from its published config: nothing to download."""
+    import transformers
+
+    return transformers.LlamaConfig(vocab_size=128256, hidden_size=4096, intermediate_size=14336,
+                                    num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8)

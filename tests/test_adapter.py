@@ -11,7 +11,7 @@ from fedmedlora.adapter import (adapter_state, from_array_record, initial_adapte
 from fedmedlora.job import get_job
 from fedmedlora.settings import parse_run_config
 
-from helpers import TINY_INSTRUCT, TINY_NER
+from helpers import TINY_INSTRUCT, TINY_NER, llama3_8b_config
 
 
 @pytest.fixture(scope="module")
@@ -34,12 +34,9 @@ def test_initial_state_matches_the_peft_model_and_starts_with_zero_b(ner_job):
 
 def test_initial_state_of_an_8b_llama_needs_no_weights(monkeypatch):
     # Llama-3-8B's shape from its config alone (meta device): r=32 on q_proj/v_proj is the seed's 13.6 M parameters
-    import transformers
-
     import fedmedlora.models
 
-    config = transformers.LlamaConfig(vocab_size=128256, hidden_size=4096, intermediate_size=14336,
-                                      num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8)
+    config = llama3_8b_config()
     monkeypatch.setattr(fedmedlora.models, "load_config", lambda name: config)
     settings = parse_run_config({"model.name": "meta-llama/Meta-Llama-3-8B", "lora.r": 32, "lora.alpha": 64.0,
                                  "lora.target-modules": "q_proj,v_proj"})
@@ -107,13 +104,10 @@ def test_gpu_presets_build_their_adapter_on_the_8b_shape(monkeypatch, preset, pa
     """The GPU presets' LoRA targets exist in a Llama-3-8B-shaped model (from its config, on the meta device)."""
     from pathlib import Path
 
-    import transformers
-
     import fedmedlora.models
     from fedmedlora.settings import load_toml_overrides
 
-    config = transformers.LlamaConfig(vocab_size=128256, hidden_size=4096, intermediate_size=14336,
-                                      num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8)
+    config = llama3_8b_config()
     monkeypatch.setattr(fedmedlora.models, "load_config", lambda name: config)
     conf = Path(__file__).resolve().parents[1] / "conf" / preset
     settings = parse_run_config(load_toml_overrides(str(conf)))

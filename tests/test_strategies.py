@@ -20,17 +20,9 @@ from fedmedlora.results import RunRecorder
 from fedmedlora.settings import ConfigError, parse_run_config
 from fedmedlora.strategies import STRATEGIES, build_strategy, resolve_weight_by, unused_settings
 
+from helpers import FakeGrid
+
 A, B = "m.layers.0.query.lora_A.weight", "m.layers.0.query.lora_B.weight"
-
-
-class FakeGrid:
-    """What Flower's sampling asks of a Grid: the connected node ids."""
-
-    def __init__(self, count: int):
-        self.nodes = list(range(1, count + 1))
-
-    def get_node_ids(self) -> list[int]:
-        return list(self.nodes)
 
 
 def make(overrides: dict[str, Any], initial: dict[str, np.ndarray], tmp_path: Path, sites: int = 2,
