@@ -159,10 +159,11 @@ def _hub_instruct_rows(name: str) -> list[dict[str, Any]]:
         ds = datasets.load_dataset(name, split="train")
     except Exception as err:  # the hub raises many types; the user needs the name and the cause
         raise DataFormatError(f"key 'data.datasets': cannot load Hugging Face dataset {name!r}: {err}") from None
-    return [
-        {"uid": f"{name}/{i}", "source": name, "prompt": p, "completion": c}
-        for i, (p, c) in enumerate(_instruct_record(dict(r), f"{name}[{i}]") for r in ds)
-    ]
+    rows = []
+    for i, record in enumerate(ds):
+        prompt, completion = _instruct_record(dict(record), f"{name}[{i}]")
+        rows.append({"uid": f"{name}/{i}", "source": name, "prompt": prompt, "completion": completion})
+    return rows
 
 
 def instruct_rows(datasets: list[str]) -> list[dict[str, Any]]:

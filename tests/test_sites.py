@@ -145,3 +145,17 @@ def test_instruct_jsonl_layouts(tmp_path):
         fh.write(json.dumps({"instruction": "Explain", "input": "ctx", "output": "O"}) + "\n")
     rows = load_rows("instruct", [str(path)])
     assert rows[0]["prompt"] == "P" and "### Input:\nctx" in rows[1]["prompt"] and rows[1]["completion"] == "O"
+
+
+def test_hub_instruct_dataset_rows_are_numbered(monkeypatch):
+    """A Hugging Face dataset id (here served from memory: no hub on this machine) becomes prompt/completion rows."""
+    import datasets
+
+    from fedmedlora.corpora import _hub_instruct_rows
+
+    table = datasets.Dataset.from_list([{"instruction": "Define fever.", "input": "", "output": "A raised temperature."},
+                                        {"instruction": "What is a rash?", "input": "", "output": "A change of the skin."}])
+    monkeypatch.setattr(datasets, "load_dataset", lambda name, split: table)
+    rows = _hub_instruct_rows("org/flashcards")
+    assert [r["uid"] for r in rows] == ["org/flashcards/0", "org/flashcards/1"]
+    assert rows[1]["completion"] == "A change of the skin." and all(r["source"] == "org/flashcards" for r in rows)
