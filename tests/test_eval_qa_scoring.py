@@ -29,10 +29,12 @@ class ScriptedLlama(LlamaForCausalLM):
     script: Callable[[str], str]
     tokenizer = None
 
-    def forward(self, input_ids=None, attention_mask=None, past_key_values=None, logits_to_keep=0, **kwargs):
-        fresh = past_key_values is None or past_key_values.get_seq_length() == 0
-        out = super().forward(input_ids=input_ids, attention_mask=attention_mask, past_key_values=past_key_values,
-                              logits_to_keep=logits_to_keep, **kwargs)
+    def forward(self, input_ids=None, attention_mask=None, logits_to_keep=0, **kwargs):
+        # transformers < 5.24 hands the cache over as `past_key_values`, 5.24+ as `cache`: read whichever came
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))
+        fresh = cache is None or cache.get_seq_length() == 0
+        out = super().forward(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=logits_to_keep,
+                              **kwargs)
         if fresh:
             if attention_mask is None:  # generate leaves it out when nothing is padded
                 attention_mask = torch.ones_like(input_ids)
