@@ -34,7 +34,6 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 
 
 class StepTimer:
@@ -65,17 +64,18 @@ class StepTimer:
 def client_rounds(config: dict[str, Any], rounds: int, reload: bool) -> list[dict[str, Any]]:
     from flwr.app import ArrayRecord
 
-    import fedmedlora.resident as resident_module
+    import fedmedlora.model.resident as resident_module
     from fedmedlora import client_app
-    from fedmedlora.adapter import adapter_state, to_array_record
+    from fedmedlora.model.adapter import adapter_state
+    from fedmedlora.wire import to_array_record
     from fedmedlora.job import get_job
     from fedmedlora.settings import parse_run_config
-    from helpers import node_context, train_message
+    from fedmedlora.launch.grid import node_context, train_message
 
     settings = parse_run_config(config)
     resident_module._SLOT.clear()
-    resident_module._DATA.clear()
     job = get_job(settings)
+    job._tokenized.clear()
     timer = StepTimer()
     make_trainer = type(job.task).make_trainer
 
@@ -92,11 +92,11 @@ def client_rounds(config: dict[str, Any], rounds: int, reload: bool) -> list[dic
     for server_round in range(1, rounds + 1):
         if reload:
             resident_module._SLOT.clear()  # what a process that rebuilds every round starts from
-            resident_module._DATA.clear()
+            job._tokenized.clear()
         timer.reset()
         loads_before = resident_module.base_model_loads()
         msg = train_message(global_arrays, node_id=1, server_round=server_round,
-                            learning_rate=settings.learning_rate(server_round), **{"wire-dtype": "float16"})
+                            learning_rate=settings.learning_rate(server_round))
         start = time.perf_counter()
         reply = client_app.train(msg, context)
         seconds = time.perf_counter() - start
@@ -113,10 +113,10 @@ def plain_loop(config: dict[str, Any]) -> dict[str, Any]:
     """The same steps as a client round in a bare PyTorch loop on the resident PEFT model and tokenized data."""
     import torch
 
-    from fedmedlora.adapter import adapter_state, load_adapter_state
+    from fedmedlora.model.adapter import adapter_state, load_adapter_state
     from fedmedlora.job import get_job
     from fedmedlora.settings import parse_run_config
-    from fedmedlora.training import training_arguments
+    from fedmedlora.model.training import training_arguments
 
     settings = parse_run_config(config)
     job = get_job(settings)
@@ -162,7 +162,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from fedmedlora.evaluation.machine_info import machine_info
-    from fedmedlora.launcher import parse_overrides
+    from fedmedlora.launch.launcher import parse_overrides
 
     config = parse_overrides([args.run_config]) if args.run_config else {}
     config.setdefault("run.results-dir", "/tmp/fedmedlora-bench")

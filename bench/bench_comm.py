@@ -24,7 +24,6 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))  # FakeGrid and the Llama-3-8B config, shared with the tests
 
 SEED_MIB_FLOAT32 = 2080.62
 
@@ -32,18 +31,19 @@ SEED_MIB_FLOAT32 = 2080.62
 def run(wire_dtype: str) -> dict[str, Any]:
     from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 
-    import fedmedlora.models
-    from fedmedlora.adapter import initial_adapter_state, to_array_record
-    from fedmedlora.inprocess import _set_task_identity
-    from fedmedlora.results import RunRecorder
+    import fedmedlora.model.loading
+    from fedmedlora.model.adapter import initial_adapter_state
+    from fedmedlora.wire import to_array_record
+    from fedmedlora.launch.grid import NodeIdsGrid, set_task_identity
+    from fedmedlora.recorder import RunRecorder
     from fedmedlora.settings import load_toml_overrides, parse_run_config
     from fedmedlora.strategies import build_strategy
-    from helpers import FakeGrid, llama3_8b_config
+    from fedmedlora.model.shapes import llama3_8b_config
 
-    fedmedlora.models.load_config = lambda name: llama3_8b_config()  # no hub here: the shape from its config
+    fedmedlora.model.loading.load_config = lambda name: llama3_8b_config()  # no hub here: the shape from its config
     preset = load_toml_overrides(str(ROOT / "conf" / "flowertune-medical.toml"))
     settings = parse_run_config({**preset, "strategy.wire-dtype": wire_dtype})
-    state = initial_adapter_state(settings, "causal", None, seed=settings.run.seed)
+    state = initial_adapter_state(settings, "", None, seed=settings.run.seed)
     params = int(sum(v.size for v in state.values()))
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
@@ -53,19 +53,19 @@ def run(wire_dtype: str) -> dict[str, Any]:
         start = time.perf_counter()
         per_round = []
         for server_round in range(1, settings.num_server_rounds + 1):
-            _set_task_identity(1, 0)
+            set_task_identity(1, 0)
             messages = list(strategy.configure_train(server_round, global_record, ConfigRecord(),
-                                                     FakeGrid(settings.data.num_sites)))
+                                                     NodeIdsGrid(settings.data.num_sites)))
             replies = []
             for msg in messages:
                 node = msg.metadata.dst_node_id
                 local = {k: v + rng.normal(0, 1e-3, v.shape).astype(np.float32) for k, v in state.items()}
-                _set_task_identity(1, node)
+                set_task_identity(1, node)
                 replies.append(Message(RecordDict({
                     "arrays": to_array_record(local, wire_dtype),
                     "metrics": MetricRecord({"num-examples": 160, "num-tokens": 80_000, "site": node - 1,
                                              "train-loss": 1.0})}), reply_to=msg))
-            _set_task_identity(1, 0)
+            set_task_identity(1, 0)
             arrays, _ = strategy.aggregate_train(server_round, replies)
             if arrays is not None:
                 global_record = arrays

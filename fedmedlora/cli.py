@@ -8,13 +8,14 @@ import sys
 
 
 def _config_command(args: argparse.Namespace) -> int:
-    from .settings import ConfigError, describe, load_toml_overrides, parse_run_config, pyproject_block
+    from .run_config import load_settings
+    from .settings import ConfigError, describe, load_toml_overrides, pyproject_block
 
     if args.check:
         status = 0
         for path in args.check:
             try:
-                parse_run_config(load_toml_overrides(path), source=path)
+                load_settings(load_toml_overrides(path), source=path)
                 print(f"{path}: ok")
             except ConfigError as err:
                 print(err, file=sys.stderr)
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
 
     sub.add_parser("eval", help="score checkpoints (same flags as eval/eval.py)", add_help=False)
     sub.add_parser("experiment", help="zero-shot, single-site, centralized and federated side by side "
-                   "(see fedmedlora/experiment.py)", add_help=False)
+                   "(see fedmedlora/experiment/)", add_help=False)
 
     if argv is None:
         argv = sys.argv[1:]
@@ -51,12 +52,12 @@ def main(argv: list[str] | None = None) -> int:
 
         return eval_main(argv[1:])
     if argv[:1] == ["experiment"]:
-        from .experiment import main as experiment_main
+        from .experiment.cli import main as experiment_main
 
         return experiment_main(argv[1:], prog="fedmedlora experiment")
     args = parser.parse_args(argv)
     if args.command == "run":
-        from .launcher import run as launch
+        from .launch.launcher import run as launch
 
         return launch(args.app_dir, args.run_config, args.federation_config)
     return _config_command(args)

@@ -13,12 +13,13 @@ from typing import Any
 from flwr.app import Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from .adapter import adapter_state, from_array_record, load_adapter_state, to_array_record
 from .job import get_job
-from .models import require_cuda_for_quantization
-from .resident import base_model_loads
+from .model.adapter import adapter_state, load_adapter_state
+from .model.loading import require_cuda_for_quantization
+from .model.resident import base_model_loads
+from .model.training import ProximalTerm, round_seed, train_locally
 from .settings import ConfigError, Settings, parse_run_config
-from .training import ProximalTerm, round_seed, train_locally
+from .wire import from_array_record, to_array_record
 
 LOG = logging.getLogger(__name__)
 app = ClientApp()
@@ -55,7 +56,7 @@ def train(msg: Message, context: Context) -> Message:
     train_dataset = job.tokenized(site, "train")
     mu = float(config.get("proximal-mu", 0.0))  # sent by FedProx: the proximal term is applied here, on the client
     metrics: dict[str, Any] = train_locally(
-        job.task, job.resident(), train_dataset,
+        settings, job.task, job.resident(), train_dataset,
         learning_rate=float(config["learning-rate"]),
         seed=round_seed(settings, server_round, site),
         extra_loss=ProximalTerm(mu) if mu > 0 else None,
@@ -66,8 +67,7 @@ def train(msg: Message, context: Context) -> Message:
         "site": site,
         "model-loads": base_model_loads(),
     })
-    wire_dtype = str(config.get("wire-dtype", settings.strategy.wire_dtype))
-    arrays = to_array_record(adapter_state(job.resident().model), wire_dtype)
+    arrays = to_array_record(adapter_state(job.resident().model), settings.strategy.wire_dtype)
     return Message(RecordDict({"arrays": arrays, "metrics": MetricRecord(metrics)}), reply_to=msg)
 
 

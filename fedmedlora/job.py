@@ -1,19 +1,19 @@
-"""A job: everything both apps derive from the settings, built once per process.
+"""What both apps derive from the settings, built once per process: model family, sites, task, resident model and
+tokenized splits.
 
-Settings -> model family -> sites (rows) -> task -> resident model -> tokenized splits. The ServerApp and every
-ClientApp build the same job from the same run config, so they agree on sites, labels and adapter keys.
+The ServerApp and every ClientApp build the same job from the same run config, so they agree on sites, labels and
+adapter keys. The job owns its sites and its tokenized splits; the model itself lives in the process's one model
+slot (model/resident.py), which the job asks for.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .corpora import entity_types
-from .models import load_config, model_family
-from .relations_data import relation_labels
-from .resident import Resident, cached_tokenized, resident_model
+from .data.sites import Site, load_sites
+from .model.loading import load_config, model_family
+from .model.resident import Resident, resident_model
 from .settings import Settings
-from .sites import SITE_KEYS, Site, load_sites
 from .tasks import build_task
 
 
@@ -29,24 +29,29 @@ class Job:
         self.family = resolve_family(settings)
         self.sites: list[Site] = load_sites(settings)
         rows = [r for site in self.sites for split in ("train", "val", "test") for r in site.split(split)]
-        types = entity_types(rows) if settings.data.task == "ner" else None
-        labels = relation_labels(rows) if settings.data.task == "re" else None
-        self.task = build_task(settings, self.family, types, relation_labels=labels)
+        self.task = build_task(settings, self.family, rows=rows)
+        self._tokenized: dict[tuple, Any] = {}
 
     @property
     def labels(self) -> list[str]:
         return list(self.task.labels)
 
     def resident(self) -> Resident:
-        return resident_model(self.settings, self.family, self.labels)
+        return resident_model(self.settings, self.task.head, self.labels)
 
     def tokenized(self, site_id: int, split: str) -> Any:
+        """A site's split tokenized by the resident model's tokenizer, once per job."""
         resident = self.resident()
-        # every data setting that changes a site's rows (caps, fractions, task...), not only the dataset names
-        key = (resident.key, self.settings["data.max-length"], site_id, split,
-               tuple(self.settings[k] for k in SITE_KEYS))
-        rows = self.sites[site_id].split(split)
-        return cached_tokenized(key, lambda: self.task.tokenize(rows, resident.tokenizer))
+        key = (resident.key, site_id, split)
+        if key not in self._tokenized:
+            self._tokenized[key] = self.task.tokenize(self.sites[site_id].split(split), resident.tokenizer)
+        return self._tokenized[key]
+
+    def checkpoint_info(self, server_round: int, **extra: Any) -> dict[str, Any]:
+        """What `fedmedlora.json` beside a `peft_<round>/` records, so eval.py can score the checkpoint alone."""
+        return {"round": server_round, "task": self.settings.data.task, "family": self.family,
+                "labels": self.labels, "base-model": self.settings.model.name,
+                "max-length": self.settings.data.max_length, **extra}
 
     def evaluate(self, split: str, site_ids: list[int] | None = None) -> dict[str, Any]:
         """Score the resident model (with whatever adapter it holds) per site and pooled."""
@@ -62,12 +67,12 @@ class Job:
         return {"pooled": pooled, "sites": per_site}
 
 
-_JOBS: dict[tuple, Job] = {}
+_JOB: dict[Settings, Job] = {}
 
 
 def get_job(settings: Settings) -> Job:
-    key = tuple(sorted(settings.as_dict().items()))
-    if key not in _JOBS:
-        _JOBS.clear()
-        _JOBS[key] = Job(settings)
-    return _JOBS[key]
+    """This process's job for `settings` (one at a time: a new run config replaces the old job)."""
+    if settings not in _JOB:
+        _JOB.clear()
+        _JOB[settings] = Job(settings)
+    return _JOB[settings]

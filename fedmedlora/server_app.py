@@ -16,14 +16,15 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
-from .adapter import (from_array_record, initial_adapter_state, load_adapter_state, lora_config, save_checkpoint,
-                      to_array_record)
+from .data.sites import site_statistics
 from .job import Job, get_job
-from .models import require_cuda_for_quantization, resolve_model_source
-from .results import RunRecorder
-from .settings import Settings, parse_run_config
-from .sites import site_statistics
+from .model.adapter import initial_adapter_state, load_adapter_state, lora_config, save_checkpoint
+from .model.loading import require_cuda_for_quantization, resolve_model_source
+from .recorder import RunRecorder
+from .run_config import load_settings
+from .settings import Settings
 from .strategies import STRATEGIES, build_strategy
+from .wire import from_array_record, to_array_record
 
 LOG = logging.getLogger("fedmedlora")
 app = ServerApp()
@@ -52,11 +53,11 @@ HEADLINE = {"strict-f1", "lenient-f1", "typed-strict-micro-f1", "typed-strict-ma
 class RoundEnd:
     """Flower's evaluate_fn: called with the global adapter at round 0 and after every round."""
 
-    def __init__(self, settings: Settings, job: Job, recorder: RunRecorder, family: str):
+    def __init__(self, settings: Settings, job: Job, recorder: RunRecorder):
         self.settings = settings
         self.job = job
         self.recorder = recorder
-        self.peft_config = lora_config(settings, family, base_model_name_or_path=settings.model.name)
+        self.peft_config = lora_config(settings, job.task.head, base_model_name_or_path=settings.model.name)
         self.history: list[dict[str, Any]] = []
 
     def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
@@ -75,17 +76,12 @@ class RoundEnd:
         # peft_0 is the initial adapter (the zero-shot model, re-scorable with eval.py); then every `every` rounds
         if last or (every and server_round % every == 0):
             path = save_checkpoint(self.recorder.run_dir / f"peft_{server_round}", state, self.peft_config,
-                                   extra=self.checkpoint_info(server_round))
+                                   extra=self.job.checkpoint_info(server_round))
             fields["checkpoint"] = path.name
         record = self.recorder.end_round(server_round, **fields)
         self.history.append(record)
         self._log_round(record)
         return metric_record
-
-    def checkpoint_info(self, server_round: int) -> dict[str, Any]:
-        return {"round": server_round, "task": self.settings.data.task, "family": self.job.family,
-                "labels": self.job.labels, "base-model": self.settings.model.name,
-                "max-length": self.settings.data.max_length}
 
     def _log_round(self, record: dict[str, Any]) -> None:
         parts = [f"round {record['round']}"]
@@ -106,12 +102,12 @@ class RoundEnd:
 
 
 def run_server(grid: Grid, context: Context) -> dict[str, Any]:
-    settings = parse_run_config(context.run_config)
+    settings = load_settings(context.run_config)
     require_cuda_for_quantization(settings.model.quantization, "the ServerApp")
     resolve_model_source(settings.model.name)  # a bad model name fails before data is read
     job = get_job(settings)
     family = job.family
-    initial_state = initial_adapter_state(settings, family, len(job.labels) or None, settings.run.seed)
+    initial_state = initial_adapter_state(settings, job.task.head, len(job.labels) or None, settings.run.seed)
     recorder = RunRecorder.create(settings, {
         "family": family,
         "trainer": job.task.trainer_name,
@@ -129,7 +125,7 @@ def run_server(grid: Grid, context: Context) -> dict[str, Any]:
     np.random.seed(settings.run.seed)
     wait_for_nodes(grid, settings)
     strategy = build_strategy(settings, recorder, initial_state, job)
-    round_end = RoundEnd(settings, job, recorder, family)
+    round_end = RoundEnd(settings, job, recorder)
     status = "failed"
     try:
         strategy.start(

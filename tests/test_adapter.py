@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from fedmedlora.adapter import (adapter_state, from_array_record, initial_adapter_state, load_adapter_state,
-                                lora_config, save_checkpoint, to_array_record)
+from fedmedlora.model.adapter import adapter_state, initial_adapter_state, load_adapter_state, lora_config, save_checkpoint
+from fedmedlora.wire import from_array_record, to_array_record
 from fedmedlora.job import get_job
 from fedmedlora.settings import parse_run_config
 
-from helpers import TINY_INSTRUCT, TINY_NER, llama3_8b_config
+from fedmedlora.model.shapes import llama3_8b_config
+from helpers import TINY_INSTRUCT, TINY_NER
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +21,7 @@ def ner_job():
 
 
 def test_initial_state_matches_the_peft_model_and_starts_with_zero_b(ner_job):
-    state = initial_adapter_state(ner_job.settings, "encoder", len(ner_job.labels), seed=7)
+    state = initial_adapter_state(ner_job.settings, "token", len(ner_job.labels), seed=7)
     model_state = adapter_state(ner_job.resident().model)
     assert {k: v.shape for k, v in state.items()} == {k: v.shape for k, v in model_state.items()}
     lora_b = [v for k, v in state.items() if "lora_B" in k]
@@ -28,19 +29,19 @@ def test_initial_state_matches_the_peft_model_and_starts_with_zero_b(ner_job):
     assert len(lora_b) == 12 and all(not b.any() for b in lora_b)  # 6 layers x (query, value)
     assert all(a.std() > 0 for a in lora_a)
     assert state["base_model.model.classifier.weight"].shape == (5, 384)  # O + B/I x (Chemical, Disease)
-    again = initial_adapter_state(ner_job.settings, "encoder", len(ner_job.labels), seed=7)
+    again = initial_adapter_state(ner_job.settings, "token", len(ner_job.labels), seed=7)
     assert all(np.array_equal(state[k], again[k]) for k in state)
 
 
 def test_initial_state_of_an_8b_llama_needs_no_weights(monkeypatch):
     # Llama-3-8B's shape from its config alone (meta device): r=32 on q_proj/v_proj is the seed's 13.6 M parameters
-    import fedmedlora.models
+    import fedmedlora.model.loading
 
     config = llama3_8b_config()
-    monkeypatch.setattr(fedmedlora.models, "load_config", lambda name: config)
+    monkeypatch.setattr(fedmedlora.model.loading, "load_config", lambda name: config)
     settings = parse_run_config({"model.name": "meta-llama/Meta-Llama-3-8B", "lora.r": 32, "lora.alpha": 64.0,
                                  "lora.target-modules": "q_proj,v_proj"})
-    state = initial_adapter_state(settings, "causal", None, seed=0)
+    state = initial_adapter_state(settings, "", None, seed=0)
     assert sum(v.size for v in state.values()) == 13_631_488 and len(state) == 128
 
 
@@ -48,7 +49,7 @@ def test_missing_lora_targets_are_named_with_the_models_layers():
     settings = parse_run_config({"lora.target-modules": "q_proj,v_proj"})
     with pytest.raises(ValueError, match=r"key 'lora.target-modules' = 'q_proj,v_proj': \['q_proj', 'v_proj'\] "
                                          r"match no module of builtin:minilm-l6; its linear layers are named .*query"):
-        initial_adapter_state(settings, "encoder", 5, seed=0)
+        initial_adapter_state(settings, "token", 5, seed=0)
 
 
 def test_wire_round_trip_keeps_keys_and_float16_precision(ner_job):
@@ -78,14 +79,14 @@ def test_checkpoint_loads_with_peft_from_pretrained(tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from fedmedlora.models import resolve_model_source
+    from fedmedlora.model.loading import resolve_model_source
 
     job = get_job(parse_run_config(TINY_INSTRUCT))
     model = job.resident().model
     state = {k: v + np.random.default_rng(0).normal(0, 0.02, v.shape).astype(np.float32)
              for k, v in adapter_state(model).items()}
     load_adapter_state(model, state)
-    path = save_checkpoint(tmp_path / "peft_3", state, lora_config(job.settings, "causal",
+    path = save_checkpoint(tmp_path / "peft_3", state, lora_config(job.settings, "",
                            base_model_name_or_path=job.settings.model.name), extra={"round": 3})
     assert (path / "adapter_config.json").exists() and (path / "adapter_model.safetensors").exists()
     base = AutoModelForCausalLM.from_pretrained(resolve_model_source(job.settings.model.name))
@@ -104,12 +105,12 @@ def test_gpu_presets_build_their_adapter_on_the_8b_shape(monkeypatch, preset, pa
     """The GPU presets' LoRA targets exist in a Llama-3-8B-shaped model (from its config, on the meta device)."""
     from pathlib import Path
 
-    import fedmedlora.models
+    import fedmedlora.model.loading
     from fedmedlora.settings import load_toml_overrides
 
     config = llama3_8b_config()
-    monkeypatch.setattr(fedmedlora.models, "load_config", lambda name: config)
+    monkeypatch.setattr(fedmedlora.model.loading, "load_config", lambda name: config)
     conf = Path(__file__).resolve().parents[1] / "conf" / preset
     settings = parse_run_config(load_toml_overrides(str(conf)))
-    state = initial_adapter_state(settings, "causal", None, seed=0)
+    state = initial_adapter_state(settings, "", None, seed=0)
     assert sum(v.size for v in state.values()) == params and len(state) == tensors

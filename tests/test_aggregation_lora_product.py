@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from fedmedlora.aggregation.lora_product import (
-    factor_average, lora_pairs, product_average, product_average_with_errors)
+from fedmedlora.aggregation.lora_product import lora_pairs, product_average_with_errors
+from fedmedlora.aggregation.weighted import weighted_average
 
 A, B = "m.layers.0.q_proj.lora_A.weight", "m.layers.0.q_proj.lora_B.weight"
 
@@ -24,7 +24,7 @@ def _product(state: dict[str, np.ndarray]) -> np.ndarray:
 def test_factor_average_differs_product_rule_exact_when_rank_fits() -> None:
     # r = 1; client 2 is client 1 scaled by 2 in both factors: products diag(1, 0) and diag(4, 0), average diag(2.5, 0)
     states = [_lora([[1], [0]], [[1, 0]]), _lora([[2], [0]], [[2, 0]])]
-    factor = factor_average(states, [1, 1])
+    factor = weighted_average(states, [1, 1])
     np.testing.assert_allclose(_product(factor), [[2.25, 0], [0, 0]])  # 1.5 * 1.5: not the average
     exact, errors = product_average_with_errors(states, [1, 1])
     np.testing.assert_allclose(_product(exact), [[2.5, 0], [0, 0]], atol=1e-6)
@@ -37,7 +37,7 @@ def test_factor_average_differs_product_rule_exact_when_rank_fits() -> None:
 def test_truncation_error_when_average_exceeds_rank() -> None:
     # r = 1; products diag(1, 0) and diag(0, 1); average 0.5 I has rank 2: best rank-1 error 0.5 of norm 0.5 sqrt 2
     states = [_lora([[1], [0]], [[1, 0]]), _lora([[0], [1]], [[0, 1]])]
-    np.testing.assert_allclose(_product(factor_average(states, [1, 1])), np.full((2, 2), 0.25))
+    np.testing.assert_allclose(_product(weighted_average(states, [1, 1])), np.full((2, 2), 0.25))
     exact, errors = product_average_with_errors(states, [1, 1])
     assert errors[A] == pytest.approx(1 / math.sqrt(2), rel=1e-9)
     assert np.linalg.norm(0.5 * np.eye(2) - _product(exact)) == pytest.approx(0.5, rel=1e-6)
@@ -80,7 +80,7 @@ def test_shared_a_is_reproduced_exactly() -> None:
     states = _random_clients(5, 4, 32, 24, seed=7, shared_a=True)
     weights = [5, 1, 1, 2, 1]
     exact, errors = product_average_with_errors(states, weights)
-    factor = factor_average(states, weights)
+    factor = weighted_average(states, weights)
     np.testing.assert_allclose(_product(exact), _product(factor), atol=1e-4)
     assert errors[A] < 1e-7
 
@@ -110,7 +110,7 @@ def test_pairs_and_key_order() -> None:
                                 ("emb.lora_embedding_A", "emb.lora_embedding_B")]
     states = [_lora([[1], [0]], [[1, 0]], **{"head.bias": np.array([1.0], np.float32)}),
               _lora([[0], [1]], [[0, 1]], **{"head.bias": np.array([3.0], np.float32)})]
-    out = product_average(states, [1, 1])
+    out = product_average_with_errors(states, [1, 1])[0]
     assert list(out) == list(states[0])
     assert out["head.bias"][0] == 2.0
 
@@ -122,4 +122,4 @@ def test_unpaired_and_non_matrix_keys_are_refused() -> None:
         lora_pairs(["x.lora_B.weight"])
     conv = {A: np.zeros((2, 3, 1, 1), np.float32), B: np.zeros((4, 2, 1, 1), np.float32)}
     with pytest.raises(ValueError, match="A \\(r x in\\)"):
-        product_average([conv], [1])
+        product_average_with_errors([conv], [1])

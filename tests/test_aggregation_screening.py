@@ -1,10 +1,10 @@
-"""screen_states: usable indices and readable reasons for each kind of bad reply."""
+"""state_problem: a readable reason for each kind of bad reply, None for a usable one."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from fedmedlora.aggregation.screening import screen_states
+from fedmedlora.aggregation.screening import state_problem
 
 REFERENCE = {"l.lora_A.weight": (2, 3), "l.lora_B.weight": (4, 2)}
 
@@ -21,31 +21,22 @@ def test_screening_reasons() -> None:
     del missing["l.lora_A.weight"]
     extra["head.bias"] = np.zeros(2, np.float32)
     states = [_good(), nan, inf, shape, missing, extra, "garbage", _good()]
-    usable, rejected = screen_states(states, REFERENCE)
-    assert usable == [0, 7]
-    reasons = dict(rejected)
-    assert list(reasons) == [1, 2, 3, 4, 5, 6]
-    assert reasons[1] == "'l.lora_A.weight' has non-finite values (1 NaN, 0 Inf)"
-    assert reasons[2] == "'l.lora_B.weight' has non-finite values (0 NaN, 1 Inf)"
-    assert reasons[3] == "'l.lora_B.weight' has shape (4, 3), expected (4, 2)"
-    assert reasons[4] == "missing 1 key(s): 'l.lora_A.weight'"
-    assert reasons[5] == "1 unexpected key(s): 'head.bias'"
-    assert reasons[6] == "not a mapping of tensors (got str)"
-
-
-def test_reference_may_be_a_state() -> None:
-    usable, rejected = screen_states([_good(), _good()], _good())
-    assert usable == [0, 1] and rejected == []
+    problems = [state_problem(state, REFERENCE) for state in states]
+    assert [i for i, p in enumerate(problems) if p is None] == [0, 7]
+    assert problems[1] == "'l.lora_A.weight' has non-finite values (1 NaN, 0 Inf)"
+    assert problems[2] == "'l.lora_B.weight' has non-finite values (0 NaN, 1 Inf)"
+    assert problems[3] == "'l.lora_B.weight' has shape (4, 3), expected (4, 2)"
+    assert problems[4] == "missing 1 key(s): 'l.lora_A.weight'"
+    assert problems[5] == "1 unexpected key(s): 'head.bias'"
+    assert problems[6] == "not a mapping of tensors (got str)"
 
 
 def test_many_missing_keys_are_summarised() -> None:
     reference = {f"k{i}": (1,) for i in range(5)}
-    _, rejected = screen_states([{}], reference)
-    assert rejected == [(0, "missing 5 key(s): 'k0', 'k1', 'k2' (+2 more)")]
+    assert state_problem({}, reference) == "missing 5 key(s): 'k0', 'k1', 'k2' (+2 more)"
 
 
 def test_non_numeric_tensor() -> None:
     bad = _good()
     bad["l.lora_A.weight"] = np.array([["a"] * 3] * 2)
-    _, rejected = screen_states([bad], REFERENCE)
-    assert "not a numeric tensor" in rejected[0][1]
+    assert "not a numeric tensor" in state_problem(bad, REFERENCE)

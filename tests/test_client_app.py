@@ -5,12 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedmedlora import client_app, resident
-from fedmedlora.adapter import initial_adapter_state, to_array_record
+from fedmedlora import client_app
+from fedmedlora.model import resident
+from fedmedlora.model.adapter import initial_adapter_state
+from fedmedlora.wire import to_array_record
 from fedmedlora.job import get_job
 from fedmedlora.settings import ConfigError, parse_run_config
 
-from helpers import TINY_NER, node_context, train_message
+from fedmedlora.launch.grid import node_context, train_message
+from helpers import TINY_NER
 
 RUN_CONFIG = {**TINY_NER, "train.local-steps": 2}
 
@@ -18,7 +21,7 @@ RUN_CONFIG = {**TINY_NER, "train.local-steps": 2}
 @pytest.fixture(scope="module")
 def initial():
     job = get_job(parse_run_config(RUN_CONFIG))
-    return to_array_record(initial_adapter_state(job.settings, job.family, len(job.labels), seed=3), "float16")
+    return to_array_record(initial_adapter_state(job.settings, job.task.head, len(job.labels), seed=3), "float16")
 
 
 def test_reply_carries_only_lora_tensors_and_the_head_in_float16(initial):
@@ -41,8 +44,8 @@ def test_reply_carries_only_lora_tensors_and_the_head_in_float16(initial):
 
 
 def test_float32_on_request(initial):
-    reply = client_app.train(train_message(initial, node_id=2, **{"wire-dtype": "float32"}),
-                             node_context(RUN_CONFIG, 1, 3))
+    reply = client_app.train(train_message(initial, node_id=2),
+                             node_context({**RUN_CONFIG, "strategy.wire-dtype": "float32"}, 1, 3))
     assert {a.dtype for a in reply.content["arrays"].values()} == {"float32"}
 
 

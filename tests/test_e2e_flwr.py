@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fedmedlora.results import read_metrics
+from fedmedlora.recorder import read_metrics
 
 from helpers import TINY_INSTRUCT, TINY_NER
 
@@ -53,7 +53,7 @@ def test_ner_encoder_federation(tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForTokenClassification
 
-    from fedmedlora.models import resolve_model_source
+    from fedmedlora.model.loading import resolve_model_source
 
     proc, run_dir = _run(TINY_NER, tmp_path)
     records = _check_common(proc, run_dir, rounds=2)

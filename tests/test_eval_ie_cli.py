@@ -9,7 +9,7 @@ import pytest
 from nervaluate import Evaluator
 
 from fedmedlora.evaluation import cli
-from fedmedlora.inprocess import run_in_process
+from fedmedlora.launch.grid import run_in_process
 
 from helpers import TINY_NER
 

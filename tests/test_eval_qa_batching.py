@@ -12,10 +12,11 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from fedmedlora.evaluation.qa_datasets import load_qa_dataset
-from fedmedlora.evaluation.qa_inference import generate_batched, generate_one, left_pad, option_logprobs
+from fedmedlora.evaluation.qa_inference import option_logprobs
+from fedmedlora.model.generation import generate_batched, generate_one, left_pad
 from fedmedlora.evaluation.qa_prompts import PROTOCOLS
 from fedmedlora.evaluation.qa_run import evaluate_qa_dataset
-from fedmedlora.models import load_tokenizer, resolve_model_source
+from fedmedlora.model.loading import load_tokenizer, resolve_model_source
 
 MODEL = "builtin:tiny-llama-micro"
 

@@ -75,7 +75,7 @@ def test_a_lora_adapter_saved_with_save_pretrained_is_applied(tmp_path):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from fedmedlora.models import resolve_model_source
+    from fedmedlora.model.loading import resolve_model_source
 
     base = AutoModelForCausalLM.from_pretrained(resolve_model_source(MICRO))
     adapted = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],

@@ -18,7 +18,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from fedmedlora.evaluation.qa_datasets import load_qa_dataset
 from fedmedlora.evaluation.qa_prompts import FLOWERTUNE_INSTRUCTIONS
 from fedmedlora.evaluation.qa_run import evaluate_qa_dataset
-from fedmedlora.models import load_tokenizer
+from fedmedlora.model.loading import load_tokenizer
 from fedmedlora_data import data_path
 
 

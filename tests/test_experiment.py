@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from fedmedlora.experiment import main, make_plan, parser
-from fedmedlora.experiment_federated import federated_config, read_federated_run
-from fedmedlora.experiment_inprocess import centralized_settings
-from fedmedlora.experiment_report import (CSV_COLUMNS, ModelResult, RoundScores, markdown_table, table_metrics,
+from fedmedlora.experiment.cli import main, make_plan, parser
+from fedmedlora.experiment.federated import federated_config, read_federated_run
+from fedmedlora.experiment.baselines import centralized_settings
+from fedmedlora.experiment.report import (CSV_COLUMNS, ModelResult, RoundScores, markdown_table, table_metrics,
                                           write_report)
 from fedmedlora.settings import ConfigError, parse_run_config
 
@@ -245,7 +245,7 @@ def test_tiny_experiment_every_setting(tmp_path, monkeypatch):
 
 
 def read_metrics_clients(run_dir: Path) -> list[list[tuple[int, int, int, float]]]:
-    from fedmedlora.results import read_metrics
+    from fedmedlora.recorder import read_metrics
 
     return [sorted((int(c["site"]), int(c["train-steps"]), int(c["num-examples"]), float(c["train-loss"]))
                    for c in record["clients"])

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from fedmedlora.inprocess import run_in_process
+from fedmedlora.launch.grid import run_in_process
 from fedmedlora.job import Job
-from fedmedlora.results import read_metrics
+from fedmedlora.recorder import read_metrics
 
 from helpers import TINY_NER
 
@@ -64,10 +64,10 @@ def test_a_failing_client_is_excluded_and_counted(tmp_path, monkeypatch):
         current["site"] = site
         return original_seed(settings, server_round, site)
 
-    def flaky(task, resident, dataset, **kwargs):
+    def flaky(settings, task, resident, dataset, **kwargs):
         if current["site"] == 0:
             raise RuntimeError("site 0 lost power")
-        return original_train(task, resident, dataset, **kwargs)
+        return original_train(settings, task, resident, dataset, **kwargs)
 
     monkeypatch.setattr(client_app, "round_seed", remember_site)
     monkeypatch.setattr(client_app, "train_locally", flaky)

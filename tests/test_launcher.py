@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from flwr.common.config import flatten_dict
 
-from fedmedlora.launcher import absolutize_paths, app_defaults, parse_overrides, run, write_flat_toml
+from fedmedlora.launch.launcher import absolutize_paths, app_defaults, parse_overrides, run, write_flat_toml
 from fedmedlora.settings import ConfigError, defaults
 
 ROOT = Path(__file__).resolve().parents[1]

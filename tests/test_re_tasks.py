@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from fedmedlora.corpora import load_rows
-from fedmedlora.relations_data import relation_labels
-from fedmedlora.results import read_metrics
+from fedmedlora.data.rows import load_rows
+from fedmedlora.data.relation_fields import relation_labels
+from fedmedlora.recorder import read_metrics
 from fedmedlora.scoring.output_format import format_relations
 from fedmedlora.settings import ConfigError, parse_run_config
 from fedmedlora.tasks import build_task
@@ -26,7 +26,7 @@ RE_CAUSAL = {"data.task": "re", "data.datasets": "bc5cdr_cid", "model.name": "bu
 
 @pytest.fixture(scope="module")
 def encoder_tokenizer():
-    from fedmedlora.models import load_tokenizer
+    from fedmedlora.model.loading import load_tokenizer
 
     return load_tokenizer("builtin:minilm-l6", "encoder")
 
@@ -107,7 +107,7 @@ def causal_task(**overrides):
 
 
 def test_prompt_keeps_the_instructions_and_cuts_long_text_at_its_end():
-    from fedmedlora.models import load_tokenizer
+    from fedmedlora.model.loading import load_tokenizer
 
     tokenizer = load_tokenizer("builtin:tiny-llama-micro", "causal")
     task = causal_task(**{"data.max-length": 320})
@@ -183,20 +183,20 @@ def test_build_task_routes_re_by_family():
     encoder = build_task(parse_run_config(RE_ENCODER), "encoder")
     assert isinstance(encoder, RelationClassificationTask) and len(encoder.labels) == 13  # positives only
     assert encoder.primary_metric == "typed-strict-micro-f1"
-    causal = build_task(parse_run_config(RE_CAUSAL), "causal", relation_labels=["none", "CID"])
+    causal = build_task(parse_run_config(RE_CAUSAL), "causal", vocabulary=["none", "CID"])
     assert isinstance(causal, GenerativeRETask) and causal.relation_types == ["CID"] and causal.labels == []
 
 
 def test_server_initial_adapter_fits_the_clients_sequence_classifier():
     from peft import TaskType
 
-    from fedmedlora.adapter import adapter_state, initial_adapter_state, load_adapter_state, lora_config
-    from fedmedlora.resident import resident_model
+    from fedmedlora.model.adapter import adapter_state, initial_adapter_state, load_adapter_state, lora_config
+    from fedmedlora.model.resident import resident_model
 
     settings = parse_run_config({**RE_ENCODER, "data.datasets": "bc5cdr_cid"})
-    assert lora_config(settings, "encoder").task_type == TaskType.SEQ_CLS
-    initial = initial_adapter_state(settings, "encoder", 2, seed=0)
-    resident = resident_model(settings, "encoder", ["none", "CID"])
+    assert lora_config(settings, "sequence").task_type == TaskType.SEQ_CLS
+    initial = initial_adapter_state(settings, "sequence", 2, seed=0)
+    resident = resident_model(settings, "sequence", ["none", "CID"])
     assert type(resident.model.get_base_model()).__name__ == "BertForSequenceClassification"
     load_adapter_state(resident.model, initial)
     heads = [k for k in initial if "classifier" in k]
@@ -237,7 +237,7 @@ def check_run(run_dir, relation_key):
 
 @pytest.mark.slow
 def test_encoder_federation_over_two_natural_sites(tmp_path):
-    from fedmedlora.inprocess import run_in_process
+    from fedmedlora.launch.grid import run_in_process
 
     run_in_process({**TINY_RE_ENCODER, "run.results-dir": str(tmp_path), "run.name": "re-enc"})
     records = check_run(tmp_path / "re-enc", lambda sites: {"CID"} == set(sites[0]["train-relations"]))
@@ -246,7 +246,7 @@ def test_encoder_federation_over_two_natural_sites(tmp_path):
 
 @pytest.mark.slow
 def test_generative_federation_counts_unparseable_answers(tmp_path):
-    from fedmedlora.inprocess import run_in_process
+    from fedmedlora.launch.grid import run_in_process
 
     run_in_process({**TINY_RE_CAUSAL, "run.results-dir": str(tmp_path), "run.name": "re-gen"})
     records = check_run(tmp_path / "re-gen", lambda sites: all(set(s["train-relations"]) == {"CID"} for s in sites))

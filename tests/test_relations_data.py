@@ -8,12 +8,12 @@ from collections import Counter
 
 import pytest
 
-from fedmedlora.conll import DataFormatError
-from fedmedlora.corpora import load_rows
-from fedmedlora.relations_data import NONE_LABEL, relation_labels
+from fedmedlora.data.files import DataFormatError
+from fedmedlora.data.rows import load_rows
+from fedmedlora.data.relation_fields import NONE_LABEL, relation_labels
 from fedmedlora.scoring.relations import normalize_concept
 from fedmedlora.settings import parse_run_config
-from fedmedlora.sites import load_sites, site_statistics
+from fedmedlora.data.sites import load_sites, site_statistics
 
 SPLITS = ("train", "val", "test")
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from fedmedlora.run_config import load_settings
 from fedmedlora.settings import KEYS, ConfigError, defaults, flatten_toml, load_toml_overrides, parse_run_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -15,7 +16,7 @@ PRESETS = sorted((ROOT / "conf").glob("*.toml"))
 
 def problems_of(overrides: dict) -> str:
     with pytest.raises(ConfigError) as info:
-        parse_run_config(overrides)
+        load_settings(overrides)
     return str(info.value)
 
 
@@ -90,7 +91,7 @@ def test_cosine_learning_rate_across_rounds():
 
 @pytest.mark.parametrize("preset", PRESETS, ids=[p.name for p in PRESETS])
 def test_presets_are_valid(preset):
-    parse_run_config(load_toml_overrides(str(preset)), source=str(preset))
+    load_settings(load_toml_overrides(str(preset)), source=str(preset))
 
 
 def test_gpu_presets_carry_the_seed_settings():

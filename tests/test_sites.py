@@ -8,10 +8,11 @@ from collections import Counter
 
 import pytest
 
-from fedmedlora.conll import DataFormatError, read_conll
-from fedmedlora.corpora import load_rows
-from fedmedlora.settings import ConfigError, parse_run_config
-from fedmedlora.sites import load_sites, site_statistics
+from fedmedlora.data.conll import read_conll
+from fedmedlora.data.files import DataFormatError
+from fedmedlora.data.rows import load_rows
+from fedmedlora.settings import ConfigError, parse_run_config, with_overrides
+from fedmedlora.data.sites import load_sites, site_statistics
 
 
 def uids(rows):
@@ -52,7 +53,7 @@ def test_held_out_splits_follow_the_fractions_and_never_overlap():
 
 def test_partitioning_is_deterministic_and_seeded():
     a = load_sites(parse_run_config({"run.seed": 1}))
-    b = load_sites(parse_run_config({"run.seed": 1}).with_overrides())
+    b = load_sites(with_overrides(parse_run_config({"run.seed": 1}), {}))
     c = load_sites(parse_run_config({"run.seed": 2}))
     assert uids(a[0].test) == uids(b[0].test)
     assert uids(a[0].test) != uids(c[0].test)
@@ -151,7 +152,7 @@ def test_hub_instruct_dataset_rows_are_numbered(monkeypatch):
     """A Hugging Face dataset id (here served from memory: no hub on this machine) becomes prompt/completion rows."""
     import datasets
 
-    from fedmedlora.corpora import _hub_instruct_rows
+    from fedmedlora.data.instruct import _hub_instruct_rows
 
     table = datasets.Dataset.from_list([{"instruction": "Define fever.", "input": "", "output": "A raised temperature."},
                                         {"instruction": "What is a rash?", "input": "", "output": "A change of the skin."}])

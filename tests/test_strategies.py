@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 from flwr.app import ConfigRecord, Error, Message, MetricRecord, RecordDict
 
-from fedmedlora.adapter import from_array_record, to_array_record
-from fedmedlora.inprocess import _set_task_identity
-from fedmedlora.results import RunRecorder
+from fedmedlora.wire import from_array_record, to_array_record
+from fedmedlora.launch.grid import NodeIdsGrid, set_task_identity
+from fedmedlora.recorder import RunRecorder
+from fedmedlora.run_config import load_settings
 from fedmedlora.settings import ConfigError, parse_run_config
 from fedmedlora.strategies import STRATEGIES, build_strategy, resolve_weight_by, unused_settings
 
-from helpers import FakeGrid
 
 A, B = "m.layers.0.query.lora_A.weight", "m.layers.0.query.lora_B.weight"
 
@@ -33,15 +33,15 @@ def make(overrides: dict[str, Any], initial: dict[str, np.ndarray], tmp_path: Pa
 
 
 def send(strategy: Any, state: dict[str, np.ndarray], sites: int, server_round: int = 1) -> list[Message]:
-    _set_task_identity(1, 0)
+    set_task_identity(1, 0)
     messages = strategy.configure_train(server_round, to_array_record(state, "float32"), ConfigRecord(),
-                                        FakeGrid(sites))
+                                        NodeIdsGrid(sites))
     return sorted(messages, key=lambda m: m.metadata.dst_node_id)  # Flower samples in random order
 
 
 def reply(out: Message, state: dict[str, np.ndarray], examples: float = 1, tokens: float = 1,
           dtype: str = "float16", **metrics: float) -> Message:
-    _set_task_identity(1, out.metadata.dst_node_id)
+    set_task_identity(1, out.metadata.dst_node_id)
     content = RecordDict({"arrays": to_array_record(state, dtype),
                           "metrics": MetricRecord({"num-examples": examples, "num-tokens": tokens,
                                                    "site": out.metadata.dst_node_id - 1, "train-loss": 1.0,
@@ -50,12 +50,12 @@ def reply(out: Message, state: dict[str, np.ndarray], examples: float = 1, token
 
 
 def error_reply(out: Message) -> Message:
-    _set_task_identity(1, out.metadata.dst_node_id)
+    set_task_identity(1, out.metadata.dst_node_id)
     return Message(Error(code=0, reason="RuntimeError: out of memory"), reply_to=out)
 
 
 def aggregate(strategy: Any, replies: list[Message], server_round: int = 1) -> dict[str, np.ndarray] | None:
-    _set_task_identity(1, 0)
+    set_task_identity(1, 0)
     arrays, _ = strategy.aggregate_train(server_round, replies)
     return None if arrays is None else from_array_record(arrays)
 
@@ -86,8 +86,8 @@ def test_fedavg_weights_by_examples_and_sends_float16(tmp_path: Path) -> None:
 
 
 def test_fed_medlora_weights_by_tokens_unless_told(tmp_path: Path) -> None:
-    assert resolve_weight_by({"strategy.name": "fed-medlora", "strategy.weight-by": "auto"}) == "tokens"
-    assert resolve_weight_by({"strategy.name": "fedavg", "strategy.weight-by": "auto"}) == "examples"
+    assert resolve_weight_by(parse_run_config({"strategy.name": "fed-medlora", "strategy.weight-by": "auto"})) == "tokens"
+    assert resolve_weight_by(parse_run_config({"strategy.name": "fedavg", "strategy.weight-by": "auto"})) == "examples"
     strategy, _ = make({"strategy.name": "fed-medlora"}, scalar(0.0), tmp_path)
     out = send(strategy, scalar(0.0), 2)
     # tokens 1 and 3: 0.25 * 1 + 0.75 * 2 = 1.75 (examples would give 0.5 * 1 + 0.5 * 2 = 1.5)
@@ -216,7 +216,8 @@ def test_bad_replies_are_excluded_and_counted(tmp_path: Path, capsys: pytest.Cap
     reasons = {e["node"]: e["reason"] for e in record["excluded"]}
     assert "NaN" in reasons[2] and "client error: RuntimeError" in reasons[3]
     assert "missing 1 key" in reasons[4] and "unexpected key" in reasons[5] and "shape" in reasons[6]
-    assert record["total-exclusions"] == 4 and record["total-failures"] == 1
+    line = recorder.end_round(1)  # the recorder keeps the run's running totals
+    assert line["total-exclusions"] == 4 and line["total-failures"] == 1
     assert "node 2 left out of the aggregate: 'm.layers.0.query.lora_B.weight' has non-finite values" in (
         capsys.readouterr().out)
 
@@ -341,7 +342,7 @@ def test_fedopt_family_step_from_float32_arrays(name: str, overrides: dict, expe
 ])
 def test_strategy_settings_are_refused_up_front(overrides: dict, fragment: str) -> None:
     with pytest.raises(ConfigError) as info:
-        parse_run_config(overrides)
+        load_settings(overrides)
     assert fragment in str(info.value)
 
 

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fedmedlora.inprocess import run_in_process
-from fedmedlora.results import read_metrics
+from fedmedlora.launch.grid import run_in_process
+from fedmedlora.recorder import read_metrics
 from fedmedlora.strategies import STRATEGIES
 
 pytestmark = pytest.mark.slow
@@ -59,9 +59,9 @@ def test_product_aggregation_end_to_end(tmp_path: Path) -> None:
 
 
 def test_server_scoring_uses_the_resident_model(tmp_path: Path) -> None:
-    from fedmedlora.adapter import adapter_state, initial_adapter_state, load_adapter_state
+    from fedmedlora.model.adapter import adapter_state, initial_adapter_state, load_adapter_state
     from fedmedlora.job import get_job
-    from fedmedlora.resident import base_model_loads
+    from fedmedlora.model.resident import base_model_loads
     from fedmedlora.settings import parse_run_config
     from fedmedlora.strategies.server_validation import ServerValidation
 
@@ -71,7 +71,7 @@ def test_server_scoring_uses_the_resident_model(tmp_path: Path) -> None:
     loads = base_model_loads()
     validation = ServerValidation(job)
     assert validation.examples == 20 and sum(validation.site_examples.values()) == 20
-    state = initial_adapter_state(settings, job.family, len(job.labels), 7)
+    state = initial_adapter_state(settings, job.task.head, len(job.labels), 7)
     other = {k: v + np.float32(0.05) * np.sign(v) for k, v in state.items()}
     loss, loss_other = validation.loss(state), validation.loss(other)
     assert np.isfinite(loss) and loss != loss_other
@@ -80,7 +80,7 @@ def test_server_scoring_uses_the_resident_model(tmp_path: Path) -> None:
     nll = tokens = 0
     for _, rows, dataset in validation.parts:
         outcome = job.task.predict(job.resident(), rows, dataset, 4)
-        nll, tokens = nll + outcome.loss_sum, tokens + outcome.loss_tokens
+        nll, tokens = nll + outcome.loss_sum, tokens + outcome.loss_count
     assert loss == pytest.approx(nll / tokens, rel=1e-5)
     # one model in memory: no reload, no copy, and it holds the last scored adapter
     assert base_model_loads() == loads and job.resident().model is model
@@ -88,18 +88,18 @@ def test_server_scoring_uses_the_resident_model(tmp_path: Path) -> None:
 
 
 def test_large_mu_keeps_the_real_adapter_closer(tmp_path: Path) -> None:
-    from fedmedlora.adapter import initial_adapter_state, load_adapter_state
+    from fedmedlora.model.adapter import initial_adapter_state, load_adapter_state
     from fedmedlora.job import get_job
     from fedmedlora.settings import parse_run_config
-    from fedmedlora.training import ProximalTerm, train_locally
+    from fedmedlora.model.training import ProximalTerm, train_locally
 
     settings = parse_run_config({**TINY, "train.local-steps": 4})
     job = get_job(settings)
-    state = initial_adapter_state(settings, job.family, len(job.labels), 3)
+    state = initial_adapter_state(settings, job.task.head, len(job.labels), 3)
     distance = {}
     for mu in (0.0, 100.0):
         load_adapter_state(job.resident().model, state)
-        metrics = train_locally(job.task, job.resident(), job.tokenized(0, "train"), learning_rate=5e-3, seed=1,
+        metrics = train_locally(job.settings, job.task, job.resident(), job.tokenized(0, "train"), learning_rate=5e-3, seed=1,
                                 extra_loss=ProximalTerm(mu))
         distance[mu] = metrics["proximal-distance"]
     assert distance[100.0] < 0.8 * distance[0.0]
@@ -112,10 +112,10 @@ def test_failing_clients_are_excluded_and_an_empty_round_keeps_the_adapter(
     real = client_app.train_locally
     failing = {"sites": {1}}
 
-    def flaky(task: Any, resident: Any, dataset: Any, **kwargs: Any) -> dict:
+    def flaky(settings: Any, task: Any, resident: Any, dataset: Any, **kwargs: Any) -> dict:
         if kwargs["seed"] in failing["sites"]:  # the seed is the site (round_seed patched below)
             raise RuntimeError("simulated out-of-memory")
-        return real(task, resident, dataset, **kwargs)
+        return real(settings, task, resident, dataset, **kwargs)
 
     monkeypatch.setattr(client_app, "train_locally", flaky)
     monkeypatch.setattr(client_app, "round_seed", lambda settings, server_round, site: site)

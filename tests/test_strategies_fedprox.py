@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fedmedlora.training import ProximalTerm
+from fedmedlora.model.training import ProximalTerm
 
 
 class Line(torch.nn.Module):

@@ -1,7 +1,7 @@
 """Exact LoRA aggregation: average the updates B_i A_i, then refactor to rank r by truncated SVD.
 
-Averaging A and B separately (`factor_average`, Fed-MedLoRA) gives (sum w_i B_i)(sum w_i A_i), which is not the
-average of the products sum w_i B_i A_i: the cross terms w_i w_k B_i A_k appear. `product_average` computes the
+Averaging A and B separately (`weighted.weighted_average`, Fed-MedLoRA) gives (sum w_i B_i)(sum w_i A_i), which is not the
+average of the products sum w_i B_i A_i: the cross terms w_i w_k B_i A_k appear. `product_average_with_errors` computes the
 exact average of the products and returns its best rank-r approximation (Eckart-Young), split as
 B = U_r sqrt(S_r), A = sqrt(S_r) V_r^T. When the average has rank <= r (e.g. all clients share A) the result equals
 it exactly; otherwise the discarded singular values are the truncation error, reported by
@@ -28,11 +28,6 @@ import numpy as np
 from .weighted import State, normalised_weights, require_same_layout, weighted_average
 
 _A_KEY = re.compile(r"^(?P<prefix>.*)\.lora_(?P<kind>embedding_)?A(?P<suffix>(\..*)?)$")
-
-
-def factor_average(states: Sequence[Mapping[str, np.ndarray]], weights: Sequence[float] | np.ndarray) -> State:
-    """Average A and B separately (Fed-MedLoRA); the same as `weighted_average`, named for symmetry."""
-    return weighted_average(states, weights)
 
 
 def lora_pairs(keys: Sequence[str]) -> list[tuple[str, str]]:
@@ -93,7 +88,8 @@ def product_average_pair(a_list: Sequence[np.ndarray], b_list: Sequence[np.ndarr
 
 def product_average_with_errors(states: Sequence[Mapping[str, np.ndarray]],
                                 weights: Sequence[float] | np.ndarray) -> tuple[State, dict[str, float]]:
-    """`product_average` plus, per LoRA layer (keyed by its A key), the relative Frobenius truncation error."""
+    """Exact LoRA aggregation: rank-r SVD refactoring of the weighted average of B_i A_i (other tensors averaged),
+    and, per LoRA layer (keyed by its A key), the relative Frobenius truncation error."""
     keys = require_same_layout(states)
     w = normalised_weights(weights, len(states))
     pairs = lora_pairs(keys)
@@ -109,7 +105,3 @@ def product_average_with_errors(states: Sequence[Mapping[str, np.ndarray]],
         out[a_key], out[b_key] = a_new, b_new
     return {k: out[k] for k in keys}, errors
 
-
-def product_average(states: Sequence[Mapping[str, np.ndarray]], weights: Sequence[float] | np.ndarray) -> State:
-    """Exact LoRA aggregation: rank-r SVD refactoring of the weighted average of B_i A_i; other tensors averaged."""
-    return product_average_with_errors(states, weights)[0]

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from ..models import load_config, load_tokenizer, model_family, resolve_model_source, torch_dtype
+from ..model.loading import load_config, load_tokenizer, model_family, resolve_model_source, torch_dtype
 from .errors import EvalInputError
 
 FLOWERTUNE_DTYPE = {4: "float32", 8: "float16"}
@@ -114,7 +114,7 @@ def load_model_for_eval(request: ModelRequest, family: str = "causal",
 
 
 def _load_encoder(request: ModelRequest, tokenizer: Any, labels: list[str], head: str) -> Any:
-    from ..models import load_base_model
+    from ..model.loading import load_base_model
 
     model = load_base_model(request.base, "encoder", dtype=request.dtype, quantization=request.quantization,
                             num_labels=len(labels), id2label=dict(enumerate(labels)), head=head)

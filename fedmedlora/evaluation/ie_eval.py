@@ -30,14 +30,17 @@ def _checkpoint_info(peft_path: str | None) -> dict[str, Any]:
     return json.loads(info.read_text()) if info.is_file() else {}
 
 
-def _rows(task: str, datasets: list[str], split: str) -> list[dict[str, Any]]:
-    from ..conll import DataFormatError
-    from ..corpora import load_rows
+def _rows(task: str, datasets: list[str]) -> list[dict[str, Any]]:
+    from ..data.files import DataFormatError
+    from ..data.rows import load_rows
 
     try:
-        rows = load_rows(task, datasets)
+        return load_rows(task, datasets)
     except (DataFormatError, ValueError) as err:
         raise EvalInputError(str(err)) from None
+
+
+def _split(rows: list[dict[str, Any]], datasets: list[str], split: str) -> list[dict[str, Any]]:
     chosen = [r for r in rows if r.get("split", "all") in (split, "all")]
     if not chosen:
         raise EvalInputError(f"--datasets {','.join(datasets)}: no rows in split {split!r}")
@@ -46,7 +49,7 @@ def _rows(task: str, datasets: list[str], split: str) -> list[dict[str, Any]]:
 
 def _load(args: argparse.Namespace, family: str, labels: list[str], head: str) -> Any:
     """A resident-like (model, tokenizer) pair: the same object the tasks use during federated runs."""
-    from ..resident import Resident
+    from ..model.resident import Resident
     from .eval_model import ModelRequest, check_model_request, load_model_for_eval, resolve_device, resolve_dtype
 
     device = resolve_device(args.device)
@@ -58,12 +61,10 @@ def _load(args: argparse.Namespace, family: str, labels: list[str], head: str) -
 
 
 def run_ie(args: argparse.Namespace) -> int:
-    from ..corpora import entity_types
     from ..job import resolve_family
-    from ..models import encoder_head
     from ..scoring.spans import score_spans
     from ..settings import ConfigError, parse_run_config
-    from ..tasks import build_task
+    from ..tasks import build_task, task_class
 
     task_name = args.task
     datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
@@ -78,17 +79,21 @@ def run_ie(args: argparse.Namespace) -> int:
         family = resolve_family(settings)
     except (ConfigError, ValueError) as err:
         raise EvalInputError(str(err)) from None
-    rows = _rows(task_name, datasets, args.split)
+    all_rows = _rows(task_name, datasets)
+    rows = _split(all_rows, datasets, args.split)
     if args.limit:
         rows = rows[: args.limit]
-    if task_name == "ner":
-        labels = info.get("labels") if family == "encoder" and info.get("labels") else None
-        types = sorted({label[2:] for label in labels if label != "O"}) if labels else entity_types(rows)
-        task = build_task(settings, family, types)
-    else:  # the checkpoint's classes (head rows in its order), else those of the whole dataset files
-        labels = info.get("labels") if family == "encoder" and info.get("labels") else None
-        task = build_task(settings, family, None, relation_labels=labels)
-    resident = _load(args, family, list(task.labels), encoder_head(task_name))
+    # The checkpoint's classes (an encoder head's rows, in its order); else what the data holds: for RE the whole
+    # dataset files (every relation type), for NER the rows scored.
+    labels = info.get("labels") if family == "encoder" and info.get("labels") else None
+    try:
+        if labels:
+            task = build_task(settings, family, vocabulary=task_class(settings, family).vocabulary_from_labels(labels))
+        else:
+            task = build_task(settings, family, rows=rows if task_name == "ner" else all_rows)
+    except ConfigError as err:
+        raise EvalInputError(str(err)) from None
+    resident = _load(args, family, list(task.labels), task.head)
     output_dir = Path(args.output_dir) if args.output_dir else args.results_root / args.run_name
     output_dir.mkdir(parents=True, exist_ok=True)
     by_source: dict[str, list[dict[str, Any]]] = {}

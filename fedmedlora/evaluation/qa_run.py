@@ -20,13 +20,8 @@ from tqdm.auto import tqdm
 from .answer_extraction import answer_letter, extract_answer
 from .errors import EvalInputError
 from .qa_datasets import QADataset, QAItem
-from .qa_inference import (
-    continuation_token_ids,
-    generate_batched,
-    generate_one,
-    generation_budgets,
-    option_logprobs,
-)
+from ..model.generation import generate_batched, generate_one
+from .qa_inference import continuation_token_ids, generation_budgets, option_logprobs
 from .qa_prompts import ANSWER_LEAD_IN, PROTOCOLS, QAProtocol
 
 MODES = ("generate", "generate-loop", "loglik")

@@ -13,55 +13,73 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
-from flwr.app import Message
 
 from ..aggregation.validation_weights import softmax_weights
-from ..aggregation.weighted import State
-from .base import announce, client_label, client_weights, node_of
+from ..settings import Settings
+from .base import Reply, announce
 from .fedavg import LoraFedAvg
 
 Scorer = Callable[[Mapping[str, np.ndarray]], float]
 
 
 class LoraFedMedLoRAPlus(LoraFedAvg):
+    keys = ("strategy.lora-aggregation", "strategy.validation-weighting", "strategy.temperature",
+            "strategy.validation-loss", "strategy.validation-max-examples")
     scorer: Scorer
     validation_info: dict
+
+    @classmethod
+    def settings_problems(cls, settings: Settings) -> list[str]:
+        if settings.data.val_fraction <= 0:
+            return [f"key 'data.val-fraction' = {settings.data.val_fraction}: strategy.name = 'fed-medlora-plus' "
+                    "scores clients on a server validation set pooled from the sites' val splits; set "
+                    "data.val-fraction > 0 (e.g. 0.1)"]
+        return []
+
+    def setup(self, job: Any) -> dict[str, Any]:
+        from .server_validation import ServerValidation
+
+        if job is None:
+            raise ValueError("strategy 'fed-medlora-plus' needs the job (server validation set, resident model)")
+        validation = ServerValidation(job)
+        self.setup_validation(validation.loss, validation.describe())
+        return {"validation-set": validation.describe()}
 
     def setup_validation(self, scorer: Scorer, info: dict | None = None) -> None:
         """`scorer(state)` returns an adapter's validation loss (a `ServerValidation.loss` in a run)."""
         self.scorer = scorer
         self.validation_info = dict(info or {})
 
-    def aggregation_weights(self, server_round: int, replies: list[Message], states: list[State]
-                            ) -> tuple[list[int], Sequence[float]]:
+    def aggregation_weights(self, server_round: int, replies: list[Reply]) -> tuple[list[int], Sequence[float]]:
         start = time.perf_counter()
-        losses = [float(self.scorer(state)) for state in states]
+        losses = [float(self.scorer(r.state)) for r in replies]
         seconds = time.perf_counter() - start
         kept = []
-        for i, (msg, loss) in enumerate(zip(replies, losses)):
+        for i, (reply, loss) in enumerate(zip(replies, losses)):
             if math.isfinite(loss):
                 kept.append(i)
             else:
-                self.exclude(server_round, node_of(msg), f"validation loss is not finite ({loss})")
+                self.exclude(server_round, reply.node, f"validation loss is not finite ({loss})")
         strategy = self.settings.strategy
         size_weighted = strategy.validation_weighting == "size-weighted"
-        sizes = client_weights([replies[i] for i in kept], self.weighted_by_key) if size_weighted else None
+        sizes = [float(replies[i].metrics[self.weighted_by_key]) for i in kept] if size_weighted else None
         weights = (softmax_weights([losses[i] for i in kept], strategy.temperature, sizes).tolist()
                    if kept else [])
-        nodes = [str(node_of(replies[i])) for i in kept]
+        nodes = [str(replies[i].node) for i in kept]
         self.recorder.round(server_round)["validation"] = {
             **self.validation_info,
             "weighting": strategy.validation_weighting,
             "temperature": strategy.temperature,
-            "losses": {str(node_of(m)): loss for m, loss in zip(replies, losses)},
+            "losses": {str(r.node): loss for r, loss in zip(replies, losses)},
             "weights": dict(zip(nodes, weights)),
             "seconds": seconds,
         }
         if kept:
             announce(f"round {server_round} fed-medlora-plus: "
-                     + ", ".join(f"{client_label(replies[i])} loss {losses[i]:.4f} weight {w:.3f}"
+                     + ", ".join(f"{replies[i].label} loss {losses[i]:.4f} weight {w:.3f}"
                                  for i, w in zip(kept, weights))
                      + f" ({strategy.validation_weighting}, T = {strategy.temperature:g}, {seconds:.1f} s)")
         return kept, weights

@@ -11,36 +11,32 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from flwr.app import ArrayRecord, Message, MetricRecord
+from flwr.app import MetricRecord
 from flwr.serverapp.strategy import FedAvg
 
-from ..adapter import from_array_record, to_array_record
 from ..aggregation.lora_product import product_average_with_errors
-from ..aggregation.weighted import State, normalised_weights, weighted_average
-from .base import LoraStrategyMixin, client_weights, node_of
+from ..aggregation.weighted import normalised_weights, weighted_average
+from .base import LoraStrategyMixin, Reply, State
 
 
 class LoraFedAvg(LoraStrategyMixin, FedAvg):
     """Weighted average in float64 of float32 client adapters (Flower's own FedAvg averages in the wire dtype)."""
 
-    def aggregate_usable(self, server_round: int, replies: list[Message]
-                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        states = [from_array_record(m.content["arrays"]) for m in replies]
-        kept, weights = self.aggregation_weights(server_round, replies, states)
+    keys = ("strategy.lora-aggregation",)
+    product = True
+
+    def aggregate_replies(self, server_round: int, replies: list[Reply]) -> tuple[State | None, MetricRecord | None]:
+        kept, weights = self.aggregation_weights(server_round, replies)
         if not self.enough_replies(server_round, len(kept)):
             return None, None
-        replies, states = [replies[i] for i in kept], [states[i] for i in kept]
-        normalised = normalised_weights(weights, len(states))
-        self.recorder.round(server_round)["weights"] = {
-            str(node_of(m)): float(w) for m, w in zip(replies, normalised)}
-        aggregate = self.combine(server_round, states, normalised)
-        metrics = self.train_metrics_aggr_fn([m.content for m in replies], self.weighted_by_key)
-        return to_array_record(aggregate, "float32"), metrics
+        replies = [replies[i] for i in kept]
+        normalised = normalised_weights(weights, len(replies))
+        self.recorder.round(server_round)["weights"] = {str(r.node): float(w) for r, w in zip(replies, normalised)}
+        return self.combine(server_round, [r.state for r in replies], normalised), self.client_metrics(replies)
 
-    def aggregation_weights(self, server_round: int, replies: list[Message], states: list[State]
-                            ) -> tuple[list[int], Sequence[float]]:
+    def aggregation_weights(self, server_round: int, replies: list[Reply]) -> tuple[list[int], Sequence[float]]:
         """(indices of the replies to aggregate, their weights): here every reply, weighted by the weight metric."""
-        return list(range(len(replies))), client_weights(replies, self.weighted_by_key)
+        return list(range(len(replies))), [float(r.metrics[self.weighted_by_key]) for r in replies]
 
     def combine(self, server_round: int, states: list[State], weights: np.ndarray) -> State:
         if self.settings.strategy.lora_aggregation == "factors":

@@ -11,21 +11,21 @@ alpha, the objective before/after and the optimiser's work are recorded per roun
 from __future__ import annotations
 
 import numpy as np
-from flwr.app import ArrayRecord, Message, MetricRecord
+from flwr.app import MetricRecord
 from flwr.serverapp.strategy import FedAvg
 
-from ..adapter import from_array_record, to_array_record
 from ..aggregation.fedavgopt import client_coefficients, fedavgopt
-from .base import LoraStrategyMixin, announce, client_label, client_weights, node_of
+from .base import LoraStrategyMixin, Reply, State, announce
 
 
 class LoraFedAvgOpt(LoraStrategyMixin, FedAvg):
-    def aggregate_usable(self, server_round: int, replies: list[Message]) -> tuple[ArrayRecord, MetricRecord]:
-        states = [from_array_record(m.content["arrays"]) for m in replies]
-        n = np.asarray(client_weights(replies, self.weighted_by_key))
+    keys = ("strategy.fedavgopt-max-iter",)
+
+    def aggregate_replies(self, server_round: int, replies: list[Reply]) -> tuple[State, MetricRecord]:
+        n = np.asarray([float(r.metrics[self.weighted_by_key]) for r in replies])
         max_iter = self.settings.strategy.fedavgopt_max_iter or None
-        aggregate, alpha, info = fedavgopt(states, n, maxiter=max_iter)
-        nodes = [str(node_of(m)) for m in replies]
+        aggregate, alpha, info = fedavgopt([r.state for r in replies], n, maxiter=max_iter)
+        nodes = [str(r.node) for r in replies]
         coefficients = client_coefficients(alpha, n)
         self.recorder.round(server_round)["fedavgopt"] = {
             "alpha": dict(zip(nodes, map(float, alpha))),
@@ -40,8 +40,7 @@ class LoraFedAvgOpt(LoraStrategyMixin, FedAvg):
         }
         self.recorder.round(server_round)["weights"] = dict(zip(nodes, map(float, coefficients)))
         announce(f"round {server_round} fedavgopt: alpha "
-                 + ", ".join(f"{client_label(m)} {a:.4f}" for m, a in zip(replies, alpha))
+                 + ", ".join(f"{r.label} {a:.4f}" for r, a in zip(replies, alpha))
                  + f" | objective {info['objective_start']:.4f} (FedAvg) -> {info['objective_end']:.4f} "
                  f"in {info['evaluations']} evaluations")
-        metrics = self.train_metrics_aggr_fn([m.content for m in replies], self.weighted_by_key)
-        return to_array_record(aggregate, "float32"), metrics
+        return aggregate, self.client_metrics(replies)

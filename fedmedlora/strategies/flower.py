@@ -1,43 +1,86 @@
-"""Flower's own strategies, reused as they are: each class only puts `LoraStrategyMixin` in front.
+"""Flower's own strategies, reused as they are: each class only puts `LoraStrategyMixin` in front and says which of
+its constructor arguments come from which run-config keys.
 
 The mixin screens and widens the replies to float32 before the Flower parent aggregates them, and the parent sees
 the float32 global arrays in `configure_train` (FedOpt and FedAvgM keep them for their server step); only the
 outgoing messages are cast to the wire dtype. These rules combine each tensor on its own (factor averaging for LoRA):
 `strategy.lora-aggregation = "product"` does not apply to them. FedMedian and FedTrimmedAvg ignore client weights
 for the arrays (Flower's behaviour); every strategy here weights the client metrics by `strategy.weight-by`.
-
-The settings each one reads are in `FLOWER_KWARGS` (run-config key -> Flower argument).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
 from typing import Any
 
 from flwr.serverapp.strategy import FedAdagrad, FedAdam, FedAvgM, FedMedian, FedProx, FedTrimmedAvg, FedYogi
 
 from ..settings import Settings
-from .base import LoraStrategyMixin
+from .base import LoraStrategyMixin, announce
+
+_ADAM_KEYS = ("strategy.server-learning-rate", "strategy.beta-1", "strategy.beta-2", "strategy.tau")
+
+
+def server_learning_rate(settings: Settings, flower_default: float) -> float:
+    """`strategy.server-learning-rate`, or the Flower strategy's own default when it is 0."""
+    return settings.strategy.server_learning_rate or flower_default
 
 
 class LoraFedProx(LoraStrategyMixin, FedProx):
     """FedProx (Li et al. 2020): Flower sends `proximal-mu`; the client adds (mu/2)||w - w_global||^2 (training.py)."""
 
+    keys = ("strategy.proximal-mu",)
 
-class LoraFedAdam(LoraStrategyMixin, FedAdam):
+    @classmethod
+    def flower_arguments(cls, settings: Settings) -> dict[str, Any]:
+        return {"proximal_mu": settings.strategy.proximal_mu}
+
+
+class _ServerAdam:
+    """FedAdam and FedYogi read the same keys."""
+
+    keys = _ADAM_KEYS
+    flower_server_lr: float
+
+    @classmethod
+    def flower_arguments(cls, settings: Settings) -> dict[str, Any]:
+        s = settings.strategy
+        return {"eta": server_learning_rate(settings, cls.flower_server_lr), "beta_1": s.beta_1, "beta_2": s.beta_2,
+                "tau": s.tau}
+
+
+class LoraFedAdam(_ServerAdam, LoraStrategyMixin, FedAdam):
     """FedAdam (Reddi et al. 2021): Adam on the server with the averaged update as pseudo-gradient."""
 
+    flower_server_lr = 0.1
 
-class LoraFedYogi(LoraStrategyMixin, FedYogi):
+
+class LoraFedYogi(_ServerAdam, LoraStrategyMixin, FedYogi):
     """FedYogi (Reddi et al. 2021)."""
+
+    flower_server_lr = 0.01
 
 
 class LoraFedAdagrad(LoraStrategyMixin, FedAdagrad):
     """FedAdagrad (Reddi et al. 2021)."""
 
+    keys = ("strategy.server-learning-rate", "strategy.tau")
+    flower_server_lr = 0.1
+
+    @classmethod
+    def flower_arguments(cls, settings: Settings) -> dict[str, Any]:
+        return {"eta": server_learning_rate(settings, cls.flower_server_lr), "tau": settings.strategy.tau}
+
 
 class LoraFedAvgM(LoraStrategyMixin, FedAvgM):
     """FedAvgM (Hsu et al. 2019): server momentum on the averaged update."""
+
+    keys = ("strategy.server-learning-rate", "strategy.server-momentum")
+
+    @classmethod
+    def flower_arguments(cls, settings: Settings) -> dict[str, Any]:
+        return {"server_learning_rate": server_learning_rate(settings, 1.0),
+                "server_momentum": settings.strategy.server_momentum}
 
 
 class LoraFedMedian(LoraStrategyMixin, FedMedian):
@@ -47,34 +90,15 @@ class LoraFedMedian(LoraStrategyMixin, FedMedian):
 class LoraFedTrimmedAvg(LoraStrategyMixin, FedTrimmedAvg):
     """Coordinate-wise trimmed mean (Yin et al. 2018): `strategy.trimmed-fraction` cut at each end."""
 
+    keys = ("strategy.trimmed-fraction",)
 
-# Flower's default server learning rate of each strategy (`strategy.server-learning-rate = 0` keeps it).
-FLOWER_SERVER_LR = {"fedadam": 0.1, "fedyogi": 0.01, "fedadagrad": 0.1, "fedavgm": 1.0}
+    @classmethod
+    def flower_arguments(cls, settings: Settings) -> dict[str, Any]:
+        return {"beta": settings.strategy.trimmed_fraction}
 
-
-def _server_lr(name: str) -> Callable[[Settings], float]:
-    return lambda s: s.strategy.server_learning_rate or FLOWER_SERVER_LR[name]
-
-
-# name -> {run-config key: (Flower argument, value from the settings)}
-FLOWER_KWARGS: dict[str, dict[str, tuple[str, Callable[[Settings], Any]]]] = {
-    "fedprox": {"strategy.proximal-mu": ("proximal_mu", lambda s: s.strategy.proximal_mu)},
-    "fedadam": {"strategy.server-learning-rate": ("eta", _server_lr("fedadam")),
-                "strategy.beta-1": ("beta_1", lambda s: s.strategy.beta_1),
-                "strategy.beta-2": ("beta_2", lambda s: s.strategy.beta_2),
-                "strategy.tau": ("tau", lambda s: s.strategy.tau)},
-    "fedyogi": {"strategy.server-learning-rate": ("eta", _server_lr("fedyogi")),
-                "strategy.beta-1": ("beta_1", lambda s: s.strategy.beta_1),
-                "strategy.beta-2": ("beta_2", lambda s: s.strategy.beta_2),
-                "strategy.tau": ("tau", lambda s: s.strategy.tau)},
-    "fedadagrad": {"strategy.server-learning-rate": ("eta", _server_lr("fedadagrad")),
-                   "strategy.tau": ("tau", lambda s: s.strategy.tau)},
-    "fedavgm": {"strategy.server-learning-rate": ("server_learning_rate", _server_lr("fedavgm")),
-                "strategy.server-momentum": ("server_momentum", lambda s: s.strategy.server_momentum)},
-    "fedmedian": {},
-    "fedtrimmedavg": {"strategy.trimmed-fraction": ("beta", lambda s: s.strategy.trimmed_fraction)},
-}
-
-
-def flower_kwargs(name: str, settings: Settings) -> dict[str, Any]:
-    return {argument: value(settings) for argument, value in FLOWER_KWARGS[name].values()}
+    def setup(self, job: Any) -> dict[str, Any]:
+        fraction, per_round = self.settings.strategy.trimmed_fraction, self.settings.clients_per_round
+        if int(fraction * per_round) == 0:
+            announce(f"fedtrimmedavg: strategy.trimmed-fraction = {fraction} cuts no client of {per_round} a round: "
+                     "it is an unweighted mean", logging.WARNING)
+        return {}

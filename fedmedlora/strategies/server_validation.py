@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ..adapter import load_adapter_state
+from ..model.adapter import load_adapter_state
 from ..settings import ConfigError
 
 LOG = logging.getLogger(__name__)
@@ -32,9 +32,6 @@ class ServerValidation:
         self.job = job
         self.batch_size = settings.evaluate.batch_size
         self.completion_only = settings.strategy.validation_loss == "completion"
-        if not hasattr(job.task, "validation_loss"):
-            raise ConfigError([f"key 'strategy.name' = 'fed-medlora-plus': the {type(job.task).__name__} task has "
-                               "no validation loss to score clients with"])
         sizes = [len(site.split("val")) for site in job.sites]
         total = sum(sizes)
         if total == 0:

@@ -9,33 +9,37 @@ parseable counts as "no entities" and is counted in `unparseable`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from ..corpora import instruction_prompt
+from ..data.prompts import instruction_prompt
 from ..scoring.output_format import entity_format_instructions, format_entities, parse_entities
 from ..scoring.spans import bio_to_spans
 from ..settings import Settings
 from .instruct_sft import InstructSFTTask
-from .token_classification import NerOutcome
+from .token_classification import NerOutcome, TokenClassificationTask, checked_entity_types, entity_types, score_ner
 
 
 @dataclass
 class GenerativeNerOutcome(NerOutcome):
     unparseable: int = 0
     dropped_lines: int = 0
-    generations: list[str] | None = None
+    generations: list[str] = field(default_factory=list)
 
 
 class GenerativeNERTask(InstructSFTTask):
     family = "causal"
+    head = ""
     trainer_name = "trl.SFTTrainer"
     primary_metric = "strict-f1"
 
     def __init__(self, settings: Settings, entity_types: list[str]):
-        super().__init__(settings)
-        self.entity_types = entity_types
-        self.instruction = entity_format_instructions(entity_types)
+        super().__init__(settings, checked_entity_types(settings, entity_types))
+        self.entity_types = self.vocabulary_items
+        self.instruction = entity_format_instructions(self.entity_types)
+
+    vocabulary = staticmethod(entity_types)
+    vocabulary_from_labels = staticmethod(TokenClassificationTask.vocabulary_from_labels)
 
     def prompt(self, tokens: list[str]) -> str:
         return instruction_prompt(self.instruction, " ".join(tokens))
@@ -45,11 +49,11 @@ class GenerativeNERTask(InstructSFTTask):
                  "completion": format_entities(r["tokens"], bio_to_spans(r["tags"]))} for r in rows]
         return super().tokenize(rows, tokenizer)
 
-    def predict(self, resident: Any, rows: list[dict[str, Any]], dataset: Any, batch_size: int,
-                completion_only: bool = True) -> GenerativeNerOutcome:
-        loss = super().predict(resident, rows, dataset, batch_size, completion_only=completion_only)
+    def predict(self, resident: Any, rows: list[dict[str, Any]], dataset: Any, batch_size: int
+                ) -> GenerativeNerOutcome:
+        loss = self.teacher_forced_loss(resident, dataset, batch_size)
         generations = self.generate_answers(resident, dataset, batch_size)
-        outcome = GenerativeNerOutcome(loss_sum=loss.nll_sum, loss_tokens=loss.tokens, generations=generations)
+        outcome = GenerativeNerOutcome(loss_sum=loss.loss_sum, loss_count=loss.loss_count, generations=generations)
         for row, text in zip(rows, generations):
             parsed = parse_entities(text, row["tokens"], self.entity_types)
             outcome.gold.append(bio_to_spans(row["tags"]))
@@ -59,22 +63,8 @@ class GenerativeNERTask(InstructSFTTask):
         return outcome
 
     @staticmethod
-    def merge(outcomes: list[GenerativeNerOutcome]) -> GenerativeNerOutcome:
-        merged = GenerativeNerOutcome()
-        for o in outcomes:
-            merged.gold += o.gold
-            merged.pred += o.pred
-            merged.loss_sum += o.loss_sum
-            merged.loss_tokens += o.loss_tokens
-            merged.unparseable += o.unparseable
-            merged.dropped_lines += o.dropped_lines
-        return merged
-
-    @staticmethod
     def score(outcome: GenerativeNerOutcome) -> dict[str, float]:
-        from .token_classification import TokenClassificationTask
-
-        metrics = TokenClassificationTask.score(outcome)
+        metrics = score_ner(outcome)
         metrics["unparseable"] = float(outcome.unparseable)
         metrics["dropped-lines"] = float(outcome.dropped_lines)
         return metrics

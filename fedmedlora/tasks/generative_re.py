@@ -19,16 +19,16 @@ written.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from ..corpora import instruction_prompt
-from ..relations_data import NONE_LABEL
+from ..data.prompts import instruction_prompt
+from ..data.relation_fields import NONE_LABEL, relation_labels
 from ..scoring.output_format import format_relations, parse_relations, relation_format_instructions
 from ..scoring.relations import Relation, normalize_concept
 from ..settings import ConfigError, Settings
 from .instruct_sft import InstructSFTTask
-from .relation_classification import RelationOutcome, gold_relations, score_outcome
+from .relation_classification import RelationOutcome, checked_relation_labels, gold_relations, score_outcome
 
 
 MIN_TEXT_TOKENS = 16  # below this, data.max-length is too short for any text beside the instructions
@@ -38,7 +38,7 @@ MIN_TEXT_TOKENS = 16  # below this, data.max-length is too short for any text be
 class GenerativeRelationOutcome(RelationOutcome):
     unparseable: int = 0
     dropped_lines: int = 0
-    generations: list[str] | None = None
+    generations: list[str] = field(default_factory=list)
 
 
 def completion_relations(row: dict[str, Any]) -> list[Relation]:
@@ -70,13 +70,16 @@ def resolve(relation: Relation, aliases: dict[str, list[str]], gold: list[Relati
 
 class GenerativeRETask(InstructSFTTask):
     family = "causal"
+    head = ""
     trainer_name = "trl.SFTTrainer"
     primary_metric = "typed-strict-micro-f1"
 
     def __init__(self, settings: Settings, relation_types: list[str]):
-        super().__init__(settings)
-        self.relation_types = [t for t in relation_types if t != NONE_LABEL]
+        super().__init__(settings, checked_relation_labels(settings, relation_types))
+        self.relation_types = [t for t in self.vocabulary_items if t != NONE_LABEL]
         self.instruction = relation_format_instructions(self.relation_types)
+
+    vocabulary = staticmethod(relation_labels)
 
     def prompt(self, row: dict[str, Any], tokenizer: Any) -> str:
         instruction = f"{self.instruction} {row['hint']}".strip()
@@ -104,10 +107,10 @@ class GenerativeRETask(InstructSFTTask):
                 for r in rows]
         return super().tokenize(rows, tokenizer)
 
-    def predict(self, resident: Any, rows: list[dict[str, Any]], dataset: Any, batch_size: int,
-                completion_only: bool = True) -> GenerativeRelationOutcome:
-        loss = super().predict(resident, rows, dataset, batch_size, completion_only=completion_only)
-        outcome = GenerativeRelationOutcome(loss_sum=loss.nll_sum, loss_count=loss.tokens, generations=[])
+    def predict(self, resident: Any, rows: list[dict[str, Any]], dataset: Any, batch_size: int
+                ) -> GenerativeRelationOutcome:
+        loss = self.teacher_forced_loss(resident, dataset, batch_size)
+        outcome = GenerativeRelationOutcome(loss_sum=loss.loss_sum, loss_count=loss.loss_count)
         generations = self.generate_answers(resident, dataset, batch_size)
         self.read_answers(rows, generations, outcome)
         return outcome
@@ -115,7 +118,7 @@ class GenerativeRETask(InstructSFTTask):
     def read_answers(self, rows: list[dict[str, Any]], generations: list[str],
                      outcome: GenerativeRelationOutcome) -> GenerativeRelationOutcome:
         """Parse each unit's generated answer into concept-level relations beside its gold ones."""
-        outcome.generations = (outcome.generations or []) + list(generations)
+        outcome.generations += list(generations)
         for row, text in zip(rows, generations, strict=True):
             gold = gold_relations(row)
             aliases: dict[str, list[str]] = {}
@@ -127,19 +130,6 @@ class GenerativeRETask(InstructSFTTask):
             outcome.unparseable += int(parsed.unparseable)
             outcome.dropped_lines += parsed.dropped_lines
         return outcome
-
-    @staticmethod
-    def merge(outcomes: list[GenerativeRelationOutcome]) -> GenerativeRelationOutcome:
-        merged = GenerativeRelationOutcome(generations=[])
-        for o in outcomes:
-            merged.gold += o.gold
-            merged.pred += o.pred
-            merged.loss_sum += o.loss_sum
-            merged.loss_count += o.loss_count
-            merged.unparseable += o.unparseable
-            merged.dropped_lines += o.dropped_lines
-            merged.generations += o.generations or []
-        return merged
 
     @staticmethod
     def score(outcome: GenerativeRelationOutcome) -> dict[str, float]:

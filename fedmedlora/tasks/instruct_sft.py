@@ -11,24 +11,27 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from ..model.generation import generate_batched
 from ..settings import Settings
+from .base import Outcome, TaskBase
 
 
 @dataclass
-class LossOutcome:
-    nll_sum: float = 0.0
-    tokens: int = 0
+class LossOutcome(Outcome):
+    """Summed token NLL (`loss_sum`) over `loss_count` scored tokens of `examples` rows."""
+
     examples: int = 0
 
 
-class InstructSFTTask:
+class InstructSFTTask(TaskBase):
     family = "causal"
+    head = ""
     trainer_name = "trl.SFTTrainer"
     primary_metric = "loss"
-    labels: list[str] = []
 
-    def __init__(self, settings: Settings):
-        self.settings = settings
+    def __init__(self, settings: Settings, vocabulary: list[str] | None = None):
+        super().__init__(settings, vocabulary or [])
+        self.labels: list[str] = []
 
     def encode(self, prompt: str, completion: str, tokenizer: Any) -> tuple[list[int], list[int]]:
         """input_ids and completion_mask of one example, cut to data.max-length.
@@ -72,8 +75,12 @@ class InstructSFTTask:
         return SFTTrainer(model=resident.model, args=args, train_dataset=train_dataset,
                           processing_class=resident.tokenizer)
 
-    def predict(self, resident: Any, rows: list[dict[str, Any]], dataset: Any, batch_size: int,
-                completion_only: bool = True) -> LossOutcome:
+    def predict(self, resident: Any, rows: list[dict[str, Any]], dataset: Any, batch_size: int) -> LossOutcome:
+        """The completion loss of the split: what TRL minimises."""
+        return self.teacher_forced_loss(resident, dataset, batch_size)
+
+    def teacher_forced_loss(self, resident: Any, dataset: Any, batch_size: int,
+                            completion_only: bool = True) -> LossOutcome:
         """Summed token NLL over the split (completion tokens only unless `completion_only` is False)."""
         import torch
 
@@ -101,8 +108,8 @@ class InstructSFTTask:
                 targets = ids[:, 1:].to(device)
                 keep = scored[:, 1:].to(device) & attention[:, 1:].bool().to(device)
                 nll = torch.nn.functional.cross_entropy(logits[:, :-1][keep], targets[keep], reduction="sum")
-                outcome.nll_sum += float(nll)
-                outcome.tokens += int(keep.sum())
+                outcome.loss_sum += float(nll)
+                outcome.loss_count += int(keep.sum())
         if was_training:
             model.train()
         return outcome
@@ -114,8 +121,6 @@ class InstructSFTTask:
 
     def generate_answers(self, resident: Any, dataset: Any, batch_size: int) -> list[str]:
         """Greedy answers to each row's prompt (its tokens before the completion), batched by prompt length."""
-        from ..evaluation.qa_inference import generate_batched
-
         if len(dataset) == 0:
             return []
         model, tokenizer = resident.model, resident.tokenizer
@@ -137,21 +142,14 @@ class InstructSFTTask:
 
     def validation_loss(self, resident: Any, rows: list[dict[str, Any]], dataset: Any, batch_size: int,
                         completion_only: bool = True) -> tuple[float, int]:
-        """(summed token NLL, scored tokens) on a split: Fed-MedLoRA+'s server-side score of an adapter.
-
-        `completion_only = False` scores every token after the first, prompt included (the seed's validation loss).
-        Always this class's teacher-forced loss, also in subclasses whose `predict` generates.
-        """
-        outcome = InstructSFTTask.predict(self, resident, rows, dataset, batch_size, completion_only=completion_only)
-        return outcome.nll_sum, outcome.tokens
-
-    @staticmethod
-    def merge(outcomes: list[LossOutcome]) -> LossOutcome:
-        return LossOutcome(sum(o.nll_sum for o in outcomes), sum(o.tokens for o in outcomes),
-                           sum(o.examples for o in outcomes))
+        """(summed token NLL, scored tokens): Fed-MedLoRA+'s server-side score of an adapter, teacher-forced in
+        every subclass. `completion_only = False` scores every token after the first, prompt included (the seed's
+        validation loss)."""
+        outcome = self.teacher_forced_loss(resident, dataset, batch_size, completion_only=completion_only)
+        return outcome.loss_sum, outcome.loss_count
 
     @staticmethod
     def score(outcome: LossOutcome) -> dict[str, float]:
-        loss = outcome.nll_sum / max(outcome.tokens, 1)
-        return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "tokens": float(outcome.tokens),
+        loss = outcome.loss
+        return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "tokens": float(outcome.loss_count),
                 "examples": float(outcome.examples)}

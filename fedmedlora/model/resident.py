@@ -3,7 +3,7 @@
 Flower's simulation runs ClientApps in long-lived Ray actors (and the ServerApp in one process), so a module-level
 slot outlives rounds and serves every node the actor plays. Each client call only swaps the adapter tensors in
 (`load_adapter_state`) and builds a fresh optimizer; the base weights are never reloaded or copied. The slot holds one
-model: asking for a different one evicts the old (memory stays flat). Tokenized site data are cached the same way.
+model: asking for a different one evicts the old (memory stays flat). The job (../job.py) keeps the tokenized data.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from .adapter import lora_config, missing_target_modules
-from .models import encoder_head, load_base_model, load_tokenizer
-from .settings import ConfigError, Settings
+from ..settings import ConfigError, Settings
+from .adapter import family_of_head, lora_config, missing_target_modules
+from .loading import load_base_model, load_tokenizer
 
 LOG = logging.getLogger(__name__)
 
@@ -35,7 +35,6 @@ class Resident:
 _LOCK = threading.Lock()
 _SLOT: dict[str, Resident] = {}
 _LOADS = 0
-_DATA: dict[tuple, Any] = {}
 
 
 def base_model_loads() -> int:
@@ -43,16 +42,17 @@ def base_model_loads() -> int:
     return _LOADS
 
 
-def resident_model(settings: Settings, family: str, labels: list[str]) -> Resident:
+def resident_model(settings: Settings, head: str, labels: list[str]) -> Resident:
+    """The process's model for these settings and task head ("" a causal LM, "token"/"sequence" an encoder's new
+    classification head over `labels`), loaded now unless the slot already holds it."""
     global _LOADS
-    head = encoder_head(settings.data.task) if family == "encoder" else ""
-    key = (tuple(settings[k] for k in MODEL_KEYS), family, head, tuple(labels))
+    family = family_of_head(head)
+    key = (tuple(settings[k] for k in MODEL_KEYS), head, tuple(labels))
     with _LOCK:
         current = _SLOT.get("model")
         if current is not None and current.key == key:
             return current
         _SLOT.clear()
-        _DATA.clear()
         from peft import get_peft_model
 
         base = load_base_model(
@@ -60,8 +60,8 @@ def resident_model(settings: Settings, family: str, labels: list[str]) -> Reside
             family,
             dtype=settings.model.dtype,
             quantization=settings.model.quantization,
-            num_labels=len(labels) if family == "encoder" else None,
-            id2label=dict(enumerate(labels)) if family == "encoder" else None,
+            num_labels=len(labels) if head else None,
+            id2label=dict(enumerate(labels)) if head else None,
             attn_implementation=settings.model.attn_implementation,
             gradient_checkpointing=settings.model.gradient_checkpointing,
             head=head or "token",
@@ -70,18 +70,10 @@ def resident_model(settings: Settings, family: str, labels: list[str]) -> Reside
         if missing:
             raise ConfigError([f"key 'lora.target-modules' = {settings['lora.target-modules']!r}: {missing} match "
                                f"no module of {settings.model.name}"])
-        model = get_peft_model(base, lora_config(settings, family))
+        model = get_peft_model(base, lora_config(settings, head))
         tokenizer = load_tokenizer(settings.model.name, family)
         _LOADS += 1
         LOG.info("loaded base model %s (%s) into this process (load #%d)", settings.model.name, family, _LOADS)
         resident = Resident(model=model, tokenizer=tokenizer, family=family, labels=tuple(labels), key=key)
         _SLOT["model"] = resident
         return resident
-
-
-def cached_tokenized(key: tuple, build: Any) -> Any:
-    """Tokenize once per process: `build()` runs the first time `key` is asked for, while the model stays."""
-    with _LOCK:
-        if key not in _DATA:
-            _DATA[key] = build()
-        return _DATA[key]

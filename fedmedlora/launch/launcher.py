@@ -27,9 +27,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .models import require_cuda_for_quantization
-from .results import default_run_name
-from .settings import ConfigError, flatten_toml, load_toml_overrides, parse_run_config
+from ..model.loading import require_cuda_for_quantization
+from ..recorder import default_run_name
+from ..run_config import load_settings
+from ..settings import ConfigError, flatten_toml, load_toml_overrides, write_flat_toml
 
 OFFLINE_ENV = {
     "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
@@ -92,31 +93,6 @@ def absolutize_paths(config: dict[str, Any], cwd: Path) -> dict[str, Any]:
     results_dir = Path(os.path.expanduser(str(out.get("run.results-dir", "results/runs"))))
     out["run.results-dir"] = str(results_dir if results_dir.is_absolute() else (cwd / results_dir).resolve())
     return out
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return json.dumps(value)
-    return repr(value)
-
-
-def write_flat_toml(config: dict[str, Any], path: Path) -> None:
-    """Flower flattens nested tables back to dotted keys; quoted dotted keys would stay literal, so nest them."""
-    tables: dict[str, dict[str, Any]] = {}
-    top: dict[str, Any] = {}
-    for key, value in config.items():
-        if "." in key:
-            table, leaf = key.rsplit(".", 1)
-            tables.setdefault(table, {})[leaf] = value
-        else:
-            top[key] = value
-    lines = [f"{k} = {_toml_value(v)}" for k, v in top.items()]
-    for table, values in tables.items():
-        lines.append(f"\n[{table}]")
-        lines.extend(f"{k} = {_toml_value(v)}" for k, v in values.items())
-    path.write_text("\n".join(lines) + "\n")
 
 
 class PrivateSuperLink:
@@ -194,8 +170,8 @@ def run(app_dir: str, run_config: list[str], federation_config: str = "", stream
         fused = {**app_defaults(app), **overrides}
         fused = absolutize_paths(fused, cwd)
         if not fused.get("run.name"):
-            fused["run.name"] = default_run_name(parse_run_config(fused))
-        settings = parse_run_config(fused)
+            fused["run.name"] = default_run_name(load_settings(fused))
+        settings = load_settings(fused)
         require_cuda_for_quantization(settings.model.quantization, "this machine")
     except (ConfigError, RuntimeError) as err:
         print(f"fedmedlora: {err}", file=sys.stderr)

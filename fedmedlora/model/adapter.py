@@ -1,9 +1,8 @@
-"""The LoRA adapter: its config, its tensors on the wire, and its checkpoints.
+"""The LoRA adapter: its config, its tensors as numpy state, its round-0 initialisation and its checkpoints.
 
 Only the adapter travels: the LoRA A/B matrices and, for token classifiers, the new task head (PEFT's
 `modules_to_save`). Keys are PEFT's own checkpoint keys (`get_peft_model_state_dict`), so a global adapter saved
-with `save_checkpoint` loads with `PeftModel.from_pretrained`. The server keeps the global adapter in float32 and
-casts it to the wire dtype (float16 by default) only when sending.
+with `save_checkpoint` loads with `PeftModel.from_pretrained`. How a state goes on the wire: ../wire.py.
 """
 
 from __future__ import annotations
@@ -15,20 +14,18 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .settings import Settings
+from ..settings import Settings
 
-WIRE_DTYPES = {"float16": np.float16, "float32": np.float32}
+def family_of_head(head: str) -> str:
+    """A task's head names the model family: "" is a causal LM's own head, "token"/"sequence" an encoder's."""
+    return "encoder" if head else "causal"
 
 
-def lora_config(settings: Settings, family: str, *, base_model_name_or_path: str | None = None) -> Any:
+def lora_config(settings: Settings, head: str, *, base_model_name_or_path: str | None = None) -> Any:
+    """PEFT's LoraConfig; the head's kind also decides PEFT's wrapper class when a checkpoint is loaded."""
     from peft import LoraConfig, TaskType
 
-    from .models import encoder_head
-
-    if family == "causal":
-        task_type = TaskType.CAUSAL_LM
-    else:  # the head's kind also decides PEFT's wrapper class when a checkpoint is loaded
-        task_type = TaskType.SEQ_CLS if encoder_head(settings.data.task) == "sequence" else TaskType.TOKEN_CLS
+    task_type = {"": TaskType.CAUSAL_LM, "token": TaskType.TOKEN_CLS, "sequence": TaskType.SEQ_CLS}[head]
     return LoraConfig(
         task_type=task_type,
         r=settings.lora.r,
@@ -73,24 +70,7 @@ def load_adapter_state(model: Any, state: Mapping[str, np.ndarray]) -> None:
         raise ValueError(f"PEFT did not place adapter keys {unexpected[:3]}")
 
 
-def to_array_record(state: Mapping[str, np.ndarray], wire_dtype: str) -> Any:
-    from flwr.app import Array, ArrayRecord
-
-    dtype = WIRE_DTYPES[wire_dtype]
-    return ArrayRecord({k: Array(np.ascontiguousarray(v, dtype=dtype)) for k, v in state.items()})
-
-
-def from_array_record(record: Any) -> dict[str, np.ndarray]:
-    """float32 copies of the arrays in an ArrayRecord (float16 on the wire is widened before any arithmetic)."""
-    return {k: np.asarray(a.numpy(), dtype=np.float32) for k, a in record.items()}
-
-
-def record_nbytes(record: Any) -> int:
-    """Bytes of array data in an ArrayRecord, as Flower counts them."""
-    return sum(len(a.data) for a in record.values())
-
-
-def initial_adapter_state(settings: Settings, family: str, num_labels: int | None, seed: int) -> dict[str, np.ndarray]:
+def initial_adapter_state(settings: Settings, head: str, num_labels: int | None, seed: int) -> dict[str, np.ndarray]:
     """The round-0 global adapter, drawn from `seed`, without loading the base weights.
 
     The base model is built on the meta device (no memory, no download beyond its config); only the adapter
@@ -103,18 +83,18 @@ def initial_adapter_state(settings: Settings, family: str, num_labels: int | Non
     from peft.tuners.lora import LoraLayer
     from transformers import AutoModelForCausalLM
 
-    from .models import encoder_auto_class, encoder_head, load_config
+    from .loading import encoder_auto_class, load_config
 
     config = load_config(settings.model.name)
-    if family != "causal":
+    if head:
         config.num_labels = num_labels
     with init_empty_weights():
-        auto = AutoModelForCausalLM if family == "causal" else encoder_auto_class(encoder_head(settings.data.task))
+        auto = encoder_auto_class(head) if head else AutoModelForCausalLM
         base = auto.from_config(config)
     missing = missing_target_modules(base, settings.target_modules)
     if missing:
         raise ValueError(_missing_targets_message(settings, base, missing))
-    peft_model = get_peft_model(base, lora_config(settings, family))
+    peft_model = get_peft_model(base, lora_config(settings, head))
     rng_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:

@@ -1,0 +1,89 @@
+"""Instruction-tuning rows (`prompt`, `completion`): bundled MedQuAD, users' JSONL files and Hugging Face datasets."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+from typing import Any
+
+from fedmedlora_data import data_path
+
+from .files import DataFormatError, missing_file, read_jsonl, source_name, user_path
+from .prompts import instruction_prompt
+
+BUNDLED_INSTRUCT = {"medquad"}
+
+
+def _medquad_rows() -> list[dict[str, Any]]:
+    rows = []
+    with gzip.open(data_path("instruct", "medquad", "medquad.jsonl.gz"), "rt", encoding="utf-8") as fh:
+        for line in fh:
+            r = json.loads(line)
+            rows.append({
+                "uid": f"medquad/{r['id']}",
+                "source": r["source"],
+                "qtype": r["qtype"],
+                "prompt": instruction_prompt(r["question"]),
+                "completion": r["answer"],
+            })
+    return rows
+
+
+def _instruct_record(record: dict[str, Any], where: str) -> tuple[str, str]:
+    """(prompt, completion) from one of the accepted instruction layouts."""
+    if "prompt" in record and "completion" in record:
+        prompt, completion = record["prompt"], record["completion"]
+    elif "instruction" in record and "output" in record:
+        prompt, completion = instruction_prompt(record["instruction"], record.get("input") or ""), record["output"]
+    elif "question" in record and "answer" in record:
+        prompt, completion = instruction_prompt(record["question"]), record["answer"]
+    else:
+        raise DataFormatError(f"{where}: expected fields prompt/completion, instruction/input/output or "
+                              f"question/answer; found {sorted(record)}")
+    if not isinstance(prompt, str) or not isinstance(completion, str) or not completion.strip():
+        raise DataFormatError(f"{where}: prompt and completion must be strings and the completion non-empty")
+    return prompt, completion
+
+
+def _jsonl_instruct_rows(path: Path, source: str) -> list[dict[str, Any]]:
+    rows = []
+    for lineno, record in read_jsonl(path):
+        if not isinstance(record, dict):
+            raise DataFormatError(f"{path}:{lineno}: expected a JSON object")
+        prompt, completion = _instruct_record(record, f"{path}:{lineno}")
+        rows.append({"uid": f"{source}/{lineno}", "source": record.get("source", source),
+                     "prompt": prompt, "completion": completion})
+    if not rows:
+        raise DataFormatError(f"{path}: no rows")
+    return rows
+
+
+def _hub_instruct_rows(name: str) -> list[dict[str, Any]]:
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(name, split="train")
+    except Exception as err:  # the hub raises many types; the user needs the name and the cause
+        raise DataFormatError(f"key 'data.datasets': cannot load Hugging Face dataset {name!r}: {err}") from None
+    rows = []
+    for i, record in enumerate(ds):
+        prompt, completion = _instruct_record(dict(record), f"{name}[{i}]")
+        rows.append({"uid": f"{name}/{i}", "source": name, "prompt": prompt, "completion": completion})
+    return rows
+
+
+def instruct_rows(datasets: list[str]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for name in datasets:
+        if name in BUNDLED_INSTRUCT:
+            rows.extend(_medquad_rows())
+            continue
+        path = user_path(name)
+        if path is not None:
+            if not path.is_file():
+                raise missing_file(name, path)
+            rows.extend(_jsonl_instruct_rows(path, source_name(path)))
+        else:
+            rows.extend(_hub_instruct_rows(name))
+    return rows

@@ -1,0 +1,106 @@
+"""Aggregation strategies by name (`strategy.name`; docs/strategies.md describes each one).
+
+Each is a Flower strategy class with `LoraStrategyMixin` in front; the class owns its keys, rules, Flower arguments
+and set-up (see base.py). Add a strategy by writing its class and one `STRATEGIES` entry.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ..recorder import RunRecorder
+from ..settings import KEY_BY_NAME, Settings
+from .base import announce, flower_sampling_kwargs
+from .fed_medlora_plus import LoraFedMedLoRAPlus
+from .fedavg import LoraFedAvg
+from .fedavgopt import LoraFedAvgOpt
+from .flower import (LoraFedAdagrad, LoraFedAdam, LoraFedAvgM, LoraFedMedian, LoraFedProx, LoraFedTrimmedAvg,
+                     LoraFedYogi)
+
+
+class StrategySpec(NamedTuple):
+    cls: type
+    description: str
+    source: str
+    weight_by: str = "examples"  # what `strategy.weight-by = "auto"` means for it
+
+
+STRATEGIES: dict[str, StrategySpec] = {
+    "fedavg": StrategySpec(
+        LoraFedAvg, "weighted average of the client adapters (LoRA A and B separately, or their products)",
+        "McMahan et al. 2017, arXiv 1602.05629"),
+    "fed-medlora": StrategySpec(
+        LoraFedAvg, "FedAvg over LoRA A and B separately, weighted by training tokens as the seed",
+        "Fed-MedLoRA seed (distributed_LLM_learning_simulator)", weight_by="tokens"),
+    "fed-medlora-plus": StrategySpec(
+        LoraFedMedLoRAPlus, "clients weighted by softmax(-validation loss / T) on a server-held validation set",
+        "Fed-MedLoRA+ seed (distributed_LLM_learning_simulator)", weight_by="tokens"),
+    "fedavgopt": StrategySpec(
+        LoraFedAvgOpt, "FedAvg with per-client coefficients alpha found by Nelder-Mead (Gram-matrix objective)",
+        "FlowerTune medical seed; arXiv 2501.15949"),
+    "fedprox": StrategySpec(LoraFedProx, "Flower's FedProx: FedAvg plus a proximal term in the clients' loss",
+                            "Li et al. 2020, arXiv 1812.06127"),
+    "fedadam": StrategySpec(LoraFedAdam, "Flower's FedAdam: Adam on the server", "Reddi et al. 2021, arXiv 2003.00295"),
+    "fedyogi": StrategySpec(LoraFedYogi, "Flower's FedYogi: Yogi on the server", "Reddi et al. 2021, arXiv 2003.00295"),
+    "fedadagrad": StrategySpec(LoraFedAdagrad, "Flower's FedAdagrad: Adagrad on the server",
+                               "Reddi et al. 2021, arXiv 2003.00295"),
+    "fedavgm": StrategySpec(LoraFedAvgM, "Flower's FedAvgM: server momentum", "Hsu et al. 2019, arXiv 1909.06335"),
+    "fedmedian": StrategySpec(LoraFedMedian, "Flower's FedMedian: coordinate-wise median",
+                              "Yin et al. 2018, arXiv 1803.01498"),
+    "fedtrimmedavg": StrategySpec(LoraFedTrimmedAvg, "Flower's FedTrimmedAvg: coordinate-wise trimmed mean",
+                                  "Yin et al. 2018, arXiv 1803.01498"),
+}
+
+# Keys that only some strategies read (for the "has no effect" warning).
+SPECIFIC_KEYS = sorted({key for spec in STRATEGIES.values() for key in spec.cls.keys})
+
+
+def resolve_weight_by(settings: Settings) -> str:
+    """examples or tokens: `strategy.weight-by`, with auto resolved by the strategy (tokens for the Fed-MedLoRA pair)."""
+    if settings.strategy.weight_by != "auto":
+        return settings.strategy.weight_by
+    spec = STRATEGIES.get(settings.strategy.name)
+    return spec.weight_by if spec else "examples"
+
+
+def settings_problems(settings: Settings) -> list[str]:
+    """What is wrong with the strategy settings of a run config (the name, then the chosen strategy's own rules)."""
+    name = settings.strategy.name
+    if name not in STRATEGIES:
+        return [f"key 'strategy.name' = {name!r}: allowed values are {', '.join(repr(n) for n in STRATEGIES)}"]
+    cls = STRATEGIES[name].cls
+    problems = []
+    if settings.strategy.lora_aggregation == "product" and not cls.product:
+        allowed = ", ".join(n for n, s in STRATEGIES.items() if s.cls.product)
+        problems.append(f"key 'strategy.lora-aggregation' = 'product' with strategy.name = {name!r}: product "
+                        f"aggregation applies to {allowed}; {name} combines the factors (use 'factors')")
+    return problems + cls.settings_problems(settings)
+
+
+def unused_settings(settings: Settings) -> list[str]:
+    """Strategy-specific keys set away from their default that the chosen strategy does not read."""
+    keys = STRATEGIES[settings.strategy.name].cls.keys
+    return [key for key in SPECIFIC_KEYS if key not in keys and settings[key] != KEY_BY_NAME[key].default]
+
+
+def build_strategy(settings: Settings, recorder: RunRecorder, initial_state: dict[str, np.ndarray],
+                   job: Any = None) -> Any:
+    """The chosen strategy, ready to `start`; `job` serves strategies whose set-up needs data or the model."""
+    name = settings.strategy.name
+    spec = STRATEGIES[name]
+    weight_by = resolve_weight_by(settings)
+    arguments = spec.cls.flower_arguments(settings)
+    strategy = spec.cls(**flower_sampling_kwargs(settings, weight_by), **arguments)
+    strategy.setup_lora(settings, recorder, initial_state)
+    info: dict[str, Any] = {"name": name, "description": spec.description, "source": spec.source,
+                            "weight-by": weight_by, "settings": {k: settings[k] for k in spec.cls.keys},
+                            "flower-arguments": arguments, **strategy.setup(job)}
+    recorder.write_json("strategy.json", info)
+    for key in unused_settings(settings):
+        announce(f"key '{key}' = {settings[key]!r} has no effect with strategy.name = {name!r}", logging.WARNING)
+    announce(f"strategy {name}: {spec.description} (client weights: {weight_by}"
+             + "".join(f", {k.removeprefix('strategy.')} = {settings[k]}" for k in spec.cls.keys) + ")")
+    return strategy

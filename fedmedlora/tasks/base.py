@@ -1,0 +1,108 @@
+"""The task contract: what every task (NER, RE, instruction tuning; on an encoder or a causal LM) provides.
+
+The registry that picks a class by (data.task, model family) is registry.py. A task turns rows into a tokenized dataset, builds the trainer for one client round, predicts a split into an
+outcome (gold and predicted items plus the summed loss), merges outcomes across sites and scores them. Outcomes are
+dataclasses whose list fields concatenate and whose numbers add, so one `merge_outcomes` serves every task.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any, ClassVar, Protocol, TypeVar
+
+from ..settings import Settings
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What predicting one split gives: the summed loss over `loss_count` scored targets (tokens or pairs);
+    subclasses add their gold and predicted items."""
+
+    loss_sum: float = 0.0
+    loss_count: int = 0
+
+    @property
+    def loss(self) -> float:
+        return self.loss_sum / max(self.loss_count, 1)
+
+
+O = TypeVar("O", bound=Outcome)
+
+
+def merge_outcomes(outcomes: Sequence[O]) -> O:
+    """One outcome of several splits (sites): lists concatenated in order, numbers added."""
+    if not outcomes:
+        raise ValueError("no outcomes to merge")
+    merged = type(outcomes[0])()
+    for f in dataclasses.fields(merged):
+        values = [getattr(o, f.name) for o in outcomes]
+        if any(isinstance(v, list) for v in values):
+            setattr(merged, f.name, [item for v in values for item in (v or [])])
+        else:
+            setattr(merged, f.name, sum(values))
+    return merged
+
+
+class Task(Protocol):
+    """What the apps, the strategies and the eval module rely on (see the classes in this package)."""
+
+    family: ClassVar[str]  # "encoder" or "causal"
+    head: ClassVar[str]  # the model head it trains: "token", "sequence" (encoders) or "" (a causal LM's own)
+    trainer_name: ClassVar[str]
+    primary_metric: ClassVar[str]  # the headline of score()
+    settings: Settings
+    labels: list[str]  # the classes of an encoder's head (empty for a causal LM)
+
+    @staticmethod
+    def vocabulary(rows: list[dict[str, Any]]) -> list[str]:
+        """What the task predicts, read from the data: entity types, relation labels, or nothing."""
+
+    def tokenize(self, rows: list[dict[str, Any]], tokenizer: Any) -> Any:
+        """A `datasets.Dataset` the trainer and `predict` read (tokenized once per process by the job)."""
+
+    def count_tokens(self, dataset: Any) -> int:
+        """Training tokens of a tokenized split (the client weight of token-weighted strategies)."""
+
+    def make_trainer(self, resident: Any, train_dataset: Any, args: Any) -> Any:
+        """The trainer (and its collator) for one client round on the resident model."""
+
+    def predict(self, resident: Any, rows: list[dict[str, Any]], dataset: Any, batch_size: int) -> Outcome:
+        """Gold, predictions and loss of a split, with whatever adapter the resident model holds."""
+
+    def merge(self, outcomes: Sequence[Outcome]) -> Outcome: ...
+
+    @staticmethod
+    def score(outcome: Outcome) -> dict[str, float]:
+        """Metrics of an outcome; `primary_metric` among them."""
+
+    def validation_loss(self, resident: Any, rows: list[dict[str, Any]], dataset: Any, batch_size: int,
+                        completion_only: bool = True) -> tuple[float, int]:
+        """(summed loss, scored targets): Fed-MedLoRA+'s server-side score of an adapter."""
+
+
+class TaskBase:
+    """Shared parts: settings, the generic merge, and `vocabulary_from_labels` for checkpoints."""
+
+    family: ClassVar[str]
+    head: ClassVar[str]
+    trainer_name: ClassVar[str]
+    primary_metric: ClassVar[str]
+    labels: list[str]
+
+    def __init__(self, settings: Settings, vocabulary: list[str]):
+        self.settings = settings
+        self.vocabulary_items = list(vocabulary)
+
+    @staticmethod
+    def vocabulary(rows: list[dict[str, Any]]) -> list[str]:
+        return []
+
+    @staticmethod
+    def vocabulary_from_labels(labels: list[str]) -> list[str]:
+        """The vocabulary behind a checkpoint's head labels (fedmedlora.json)."""
+        return list(labels)
+
+    def merge(self, outcomes: Sequence[Outcome]) -> Outcome:
+        return merge_outcomes(outcomes)
+
