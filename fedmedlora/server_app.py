@@ -24,25 +24,26 @@ from .recorder import RunRecorder
 from .run_config import load_settings
 from .settings import Settings
 from .strategies import STRATEGIES, build_strategy
+from .strategies.availability import connected_nodes
 from .wire import from_array_record, to_array_record
 
 LOG = logging.getLogger("fedmedlora")
 app = ServerApp()
 
 
-def wait_for_nodes(grid: Grid, settings: Settings, patience: float = 30.0) -> list[int]:
-    """Wait until data.num-sites SuperNodes are connected; fail clearly if the federation is smaller."""
-    wanted = settings.data.num_sites
-    deadline = time.time() + max(patience, 0.0)
-    nodes = list(grid.get_node_ids())
-    while len(nodes) < wanted and time.time() < deadline:
-        time.sleep(1.0)
-        nodes = list(grid.get_node_ids())
-    if len(nodes) < wanted:
+def wait_for_nodes(grid: Grid, settings: Settings) -> list[int]:
+    """Wait up to strategy.node-wait for all data.num-sites SuperNodes; go on with at least strategy.min-replies."""
+    wanted, needed, wait = settings.data.num_sites, settings.strategy.min_replies, settings.strategy.node_wait
+    nodes = connected_nodes(grid, wanted, wait)
+    if len(nodes) < needed:
         raise RuntimeError(
-            f"key 'data.num-sites' = {wanted}, but only {len(nodes)} SuperNodes are connected: in a simulation run "
-            f"with --federation-config \"num-supernodes={wanted}\" (`fedmedlora run` sets it for you); in a "
-            "deployment start one SuperNode per site")
+            f"key 'data.num-sites' = {wanted}, but {len(nodes)} SuperNodes connected within strategy.node-wait = "
+            f"{wait:g} s (strategy.min-replies = {needed} needed to start): in a simulation run with "
+            f"--federation-config \"num-supernodes={wanted}\" (`fedmedlora run` sets it for you); in a deployment "
+            "start one SuperNode per site, or raise strategy.node-wait")
+    if len(nodes) < wanted:
+        print(f"[fedmedlora] {len(nodes)} of {wanted} sites connected within strategy.node-wait = {wait:g} s: "
+              "starting with them (others join the rounds when they connect)", flush=True)
     return nodes
 
 
