@@ -58,6 +58,9 @@ class RunSettings:
         'project root under `fedmedlora run`)')
     seed: int = key(42,
         'seed for partitioning, adapter initialisation, sampling and training')
+    resume: bool = key(False,
+        'continue the unfinished run in run.name from its last completed round (same run config; '
+        '`fedmedlora run --resume RUN_DIR` sets it); a run folder that does not exist yet is started')
 
 
 @dataclass(frozen=True)

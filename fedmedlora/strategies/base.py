@@ -14,7 +14,9 @@
   keeps the running totals);
 - rounds go on with whoever is connected: each phase waits at most `strategy.node-wait` seconds for
   `strategy.min-replies` nodes and samples `clients-per-round` of those connected (availability.py); each instruction
-  sent gets exactly one outcome (a reply, an error reply or none), attributed to the node it was sent to (outcomes.py).
+  sent gets exactly one outcome (a reply, an error reply or none), attributed to the node it was sent to (outcomes.py);
+- `state_dict` / `load_state`: what the strategy carries from round to round beyond the global adapter (none here;
+  Flower's server optimisers override them), saved after every round so a killed run resumes exactly.
 
 A strategy owns its specifics as class attributes and hooks: `keys` (the strategy-specific run-config keys it reads),
 `product` (whether `strategy.lora-aggregation = "product"` applies), `settings_problems` (its cross-key rules, checked
@@ -154,6 +156,14 @@ class LoraStrategyMixin:
         self._wire: tuple[ArrayRecord, ArrayRecord] | None = None  # (float32 global, its wire copy)
         self._sent: dict[str, list[Message]] = {}  # the instructions of the current phase, by phase
         self._caps = {"train": self.min_train_nodes, "evaluate": self.min_evaluate_nodes}  # type: ignore[attr-defined]
+
+    # --- what carries over from round to round (resume) --------------------------------------------------------------
+    def state_dict(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """(arrays, JSON-able facts) this strategy carries into the next round besides the global adapter."""
+        return {}, {}
+
+    def load_state(self, arrays: dict[str, np.ndarray], info: dict[str, Any]) -> None:
+        """Take back what `state_dict` gave, when a run resumes."""
 
     # --- sending -------------------------------------------------------------------------------------------------
     def wire_record(self, arrays: ArrayRecord) -> ArrayRecord:
