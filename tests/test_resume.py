@@ -127,11 +127,15 @@ def test_a_folder_with_results_is_refused_unless_resumed(tmp_path: Path, monkeyp
         run_in_process(config(tmp_path, "run", **{"num-server-rounds": 2, "run.resume": True,
                                                   "train.local-steps": 3}))
     assert (run_dir / "metrics.jsonl").read_bytes() == before  # refused: nothing touched
-    # a line half-written when the server died is dropped; round 2 is played once
+    # killed after round 1's metrics line but before its state, and while writing a line: resumed after round 0,
+    # metrics.jsonl cut back to round 0 (the complete line of round 1 and the half-written one dropped)
+    for suffix in (".json", ".safetensors"):
+        (run_dir / "state" / f"round_1{suffix}").unlink()
     with open(run_dir / "metrics.jsonl", "a") as fh:
         fh.write('{"round": 2, "comm": {"sent-m')
     run_in_process(config(tmp_path, "run", **{"num-server-rounds": 2, "run.resume": True}))
     assert [r["round"] for r in read_metrics(run_dir)] == [0, 1, 2]
+    assert json.loads((run_dir / "summary.json").read_text())["resumed-from"] == [0]
     assert inspect_run(run_dir).status == "completed"
     with pytest.raises(FileExistsError, match="holds a completed run"):
         run_in_process(config(tmp_path, "run", **{"num-server-rounds": 2, "run.resume": True}))
