@@ -174,6 +174,9 @@ def _run(grid: Grid, settings: Settings, job: Job, initial_state: dict[str, np.n
     except (KeyboardInterrupt, SystemExit):
         status = "interrupted"
         raise
+    except Exception as err:
+        reason = f"{type(err).__name__}: {str(err)[:2000]}"
+        raise
     finally:
         summary: dict[str, Any] = {"run-dir": str(recorder.run_dir), **({"reason": reason} if reason else {})}
         if round_end.history and "server-eval" in round_end.history[-1]:
@@ -184,7 +187,7 @@ def _run(grid: Grid, settings: Settings, job: Job, initial_state: dict[str, np.n
         path = recorder.finish(status, **summary)
         print(f"[fedmedlora] {status}: results in {recorder.run_dir} (summary: {path.name})"
               + (f": {reason}" if reason else ""), flush=True)
-    if reason:
+    if status == "failed":  # no round aggregated: the run must not look like it worked
         raise RuntimeError(f"run {recorder.run_dir.name} failed: {reason}")
     return {"run-dir": str(recorder.run_dir), "history": round_end.history}
 

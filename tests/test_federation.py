@@ -53,6 +53,7 @@ def test_results_written_before_a_failure_are_kept(tmp_path, monkeypatch):
     summary = json.loads((run_dir / "summary.json").read_text())
     # round 2 trained but never ended (its evaluation failed): it is not counted as completed
     assert summary["status"] == "failed" and summary["rounds-completed"] == 1
+    assert summary["reason"] == "RuntimeError: disk on fire"
 
 
 def test_a_failing_client_is_excluded_and_counted(tmp_path, monkeypatch):
