@@ -173,6 +173,23 @@ def require_cuda_for_quantization(bits: int, where: str) -> None:
     require_quantization_support(bits, where)
 
 
+def keep_4bit_layers_trainable_on_cpu(model: Any) -> int:
+    """Stop bitsandbytes from repacking 4-bit weights for its CPU inference kernel; returns the layers changed.
+
+    bitsandbytes 0.50 repacks a Linear4bit's weight, in place and for good, the first time the layer runs in eval mode
+    without gradients on a CPU with AVX512-BF16. That kernel has no backward: in later training no gradient reaches
+    the LoRA factors below the first such layer, silently (the loss does not move). A resident model is evaluated
+    (server-side scoring) and trained in turn, so its 4-bit layers keep the layout that trains."""
+    import bitsandbytes
+
+    changed = 0
+    for module in model.modules():
+        if isinstance(module, bitsandbytes.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
+            changed += 1
+    return changed
+
+
 def check_model_settings(settings: Any, where: str) -> None:
     """The model keys, checked before any data is read or any model trains: the name resolves (a GGUF file is
     converted now, once per machine) and quantization can run in `where` for this model's family."""
@@ -277,6 +294,8 @@ def load_base_model(
     if quantization:
         from peft import prepare_model_for_kbit_training
 
+        if not torch.cuda.is_available():
+            keep_4bit_layers_trainable_on_cpu(model)
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
     elif gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
