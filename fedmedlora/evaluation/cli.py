@@ -1,7 +1,7 @@
 """`fedmedlora-eval` (and `eval/eval.py`): score a checkpoint on medical QA with FlowerTune's flags and protocol.
 
     python eval.py --base-model-name-path=ContactDoctor/Bio-Medical-Llama-3-8B --peft-path=results/runs/x/peft_10 \\
-        --run-name=fl --batch-size=16 --quantization=4 --datasets=pubmedqa,medmcqa,medqa
+        --run-name=fl --batch-size=16 --quantization=4 --datasets=pubmedqa,medmcqa,medqa,careqa
 
 Quantization 4 or 8 needs a CUDA GPU; `--quantization 0` scores the unquantized model on the CPU. Results go to
 --output-dir (default: eval/results/<run-name>/ under the current folder for `fedmedlora-eval`, the results/ folder
@@ -20,7 +20,8 @@ from typing import Callable, Sequence
 from .errors import EvalInputError
 
 TASKS = ("qa", "ner", "re")
-DEFAULT_DATASETS = {"qa": "pubmedqa,medmcqa,medqa", "ner": "ncbi_disease,bc5cdr", "re": "chemprot"}
+DEFAULT_DATASETS = {"qa": "pubmedqa,medmcqa,medqa,careqa", "ner": "ncbi_disease,bc5cdr", "re": "chemprot"}
+DEFAULT_SEED = 2024  # --limit's sample; FlowerTune's eval seeds torch with the same number
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,11 +31,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "FlowerTune's medical leaderboard does.",
     )
     parser.add_argument("--base-model-name-path", required=True,
-                        help="hub id, local folder, or builtin:tiny-llama / builtin:tiny-llama-micro")
+                        help="hub id, local folder, .gguf file (converted once), or builtin:smollm2-135m / "
+                             "builtin:tiny-llama / builtin:tiny-llama-micro")
     parser.add_argument("--peft-path", default=None, help="PEFT adapter folder (save_pretrained); omit for the base")
     parser.add_argument("--run-name", default="fl", help="names the output folder and files (default: fl)")
     parser.add_argument("--datasets", default=None,
-                        help="comma-separated. qa: pubmedqa, medmcqa, medqa (default: all three) or paths to "
+                        help="comma-separated. qa: pubmedqa, medmcqa, medqa, careqa (default: all four, the "
+                             "leaderboard's) or paths to "
                              "multiple-choice JSONL files; ner: ncbi_disease, bc5cdr (default: both) or CoNLL files; "
                              "re: bundled RE corpora or files in their formats")
     parser.add_argument("--batch-size", type=int, default=16)
@@ -44,7 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="generate: FlowerTune's protocol, batched; generate-loop: the same one prompt at a "
                              "time (slow reference); loglik: most probable option after the prompt")
     parser.add_argument("--output-dir", default=None, help="default: eval/results/<run-name>")
-    parser.add_argument("--limit", type=int, default=0, help="score only the first N questions of each dataset")
+    parser.add_argument("--limit", type=int, default=0,
+                        help="qa: score a seeded sample of N questions of each dataset, stratified by gold answer "
+                             "(and subject/category where the data has one), in dataset order; ner/re: the first N "
+                             "examples")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                        help=f"qa: the seed of --limit's sample: the same seed scores the same questions "
+                             f"(default: {DEFAULT_SEED})")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
                         help="auto: FlowerTune's (float32 for 4-bit, float16 for 8-bit), else float32 on CPU and "
@@ -86,7 +95,8 @@ def run_qa(args: argparse.Namespace) -> int:
 
     _check_common_flags(args)
     # Cheap checks first: every dataset file and every model flag, before any weights load.
-    datasets = load_qa_datasets([s.strip() for s in args.datasets.split(",") if s.strip()], args.limit or None)
+    datasets = load_qa_datasets([s.strip() for s in args.datasets.split(",") if s.strip()], args.limit or None,
+                                args.seed)
     device = resolve_device(args.device)
     request = ModelRequest(
         base=args.base_model_name_path,
@@ -109,6 +119,7 @@ def run_qa(args: argparse.Namespace) -> int:
         "dtype": request.dtype,
         "batch_size": args.batch_size,
         "limit": args.limit or None,
+        "seed": args.seed if args.limit else None,
         "argv": args.argv,
         "machine": machine_info(device),
         "started_at": datetime.now().isoformat(timespec="seconds"),
@@ -134,6 +145,7 @@ def run_qa(args: argparse.Namespace) -> int:
             "quantization": request.quantization,
             "batch_size": args.batch_size,
             "limit": args.limit or None,
+            "sample": dataset.sample_record(),
             "accuracy_file": accuracy_file.name,
             "generations_file": outputs.generations_path(dataset.name).name,
             "finished_at": datetime.now().isoformat(timespec="seconds"),
@@ -144,6 +156,10 @@ def run_qa(args: argparse.Namespace) -> int:
     if summary["average_accuracy"] is not None:
         print(f"average accuracy over {len(summary['datasets'])} dataset(s) in {outputs.dir}: "
               f"{summary['average_accuracy']:.4f}")
+    if summary["leaderboard_average"] is not None:
+        sampled = " (on --limit samples, not the full sets)" if summary["leaderboard_sampled"] else ""
+        print(f"FlowerTune leaderboard average ({', '.join(summary['leaderboard_datasets'])}): "
+              f"{summary['leaderboard_average']:.4f}{sampled}")
     return 0
 
 
