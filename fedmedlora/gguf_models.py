@@ -194,27 +194,21 @@ def supported_architectures() -> list[str]:
 def _convert(gguf_path: Path, out_dir: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
+
+    from .models import _quiet_loading
 
     config = gguf_config(gguf_path)
     folder, filename = str(gguf_path.parent), gguf_path.name
-    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
+    with _quiet_loading():  # no de-quantization or shard-writing progress bars
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=filename)
         # the config read above: parsing the file's metadata again costs seconds (tens of thousands of tokens)
         model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=filename, config=config, dtype=torch.float32)
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
-    # The weights are de-quantized float32 now; drop the GGUF marks that make the model refuse training and saving.
-    model.hf_quantizer = None
-    for attribute in ("quantization_config", "_pre_quantization_dtype"):
-        if hasattr(model.config, attribute):
-            delattr(model.config, attribute)
-    model.save_pretrained(out_dir, safe_serialization=True)
+        # The weights are de-quantized float32 now; drop the GGUF marks that make the model refuse training and saving.
+        model.hf_quantizer = None
+        for attribute in ("quantization_config", "_pre_quantization_dtype"):
+            if hasattr(model.config, attribute):
+                delattr(model.config, attribute)
+        model.save_pretrained(out_dir, safe_serialization=True)
     # A GGUF tokenizer knows no length limit; the model's context is it.
     tokenizer.model_max_length = int(getattr(config, "max_position_embeddings", 0) or tokenizer.model_max_length)
     tokenizer.name_or_path = ""  # where the file was found is no part of the model

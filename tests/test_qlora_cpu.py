@@ -8,9 +8,9 @@ import sys
 import pytest
 import torch
 
-from fedmedlora import models
+from fedmedlora import quantization
 from fedmedlora.corpora import instruction_prompt
-from fedmedlora.models import quantization_problem
+from fedmedlora.quantization import quantization_problem
 
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="these are the CPU rules")
 
@@ -20,9 +20,9 @@ SHORT_ANSWERS = [("Is aspirin an NSAID?", "Yes."), ("Is insulin made in the live
 
 @pytest.fixture()
 def fresh_check():
-    models._bitsandbytes_runs_4bit_on_cpu.cache_clear()
+    quantization._bitsandbytes_runs_4bit_on_cpu.cache_clear()
     yield
-    models._bitsandbytes_runs_4bit_on_cpu.cache_clear()
+    quantization._bitsandbytes_runs_4bit_on_cpu.cache_clear()
 
 
 @pytest.mark.slow
