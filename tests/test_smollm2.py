@@ -241,3 +241,14 @@ def test_eval_scores_the_checkpoint_on_any_name_of_its_base_and_refuses_another(
     err = capsys.readouterr().err
     assert f"trained on base model '{SMOLLM2}' (llama, hidden 576, layers 30" in err
     assert "'builtin:tiny-llama-micro' (llama, hidden 64, layers 2" in err
+
+
+def test_the_smollm2_preset_builds_its_adapter_without_loading_weights(smollm2_folder):
+    from fedmedlora.adapter import initial_adapter_state
+    from fedmedlora.settings import load_toml_overrides
+
+    settings = parse_run_config(load_toml_overrides(str(Path(__file__).resolve().parents[1] / "conf" /
+                                                        "instruct-smollm2.toml")))
+    assert settings.model.name == SMOLLM2
+    state = initial_adapter_state(settings, "causal", None, seed=0)  # meta device: the config only
+    assert len(state) == 120 and sum(v.size for v in state.values()) == 30 * 16 * (576 + 576 + 576 + 192)

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .errors import EvalInputError
+from .qa_datasets import SAMPLE_SEED as DEFAULT_SEED  # --limit's sample
 
 TASKS = ("qa", "ner", "re")
 DEFAULT_DATASETS = {"qa": "pubmedqa,medmcqa,medqa,careqa", "ner": "ncbi_disease,bc5cdr", "re": "chemprot"}
-DEFAULT_SEED = 2024  # --limit's sample; FlowerTune's eval seeds torch with the same number
 
 
 def build_parser() -> argparse.ArgumentParser:

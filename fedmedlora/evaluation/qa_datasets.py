@@ -30,6 +30,7 @@ from fedmedlora_data import data_path
 from .errors import EvalInputError
 
 PUBMEDQA_OPTIONS = {"A": "yes", "B": "no", "C": "maybe"}
+SAMPLE_SEED = 2024  # --limit's default seed (FlowerTune's eval seeds torch with the same number)
 
 
 @dataclass(frozen=True)
@@ -288,7 +289,7 @@ def load_qa_dataset(spec: str) -> QADataset:
     )
 
 
-def load_qa_datasets(specs: list[str], limit: int | None = None, seed: int = 0) -> list[QADataset]:
+def load_qa_datasets(specs: list[str], limit: int | None = None, seed: int = SAMPLE_SEED) -> list[QADataset]:
     """All datasets of a --datasets list, read and checked up front so a bad one fails before any model loads;
     with `limit`, a stratified sample of that many items of each, drawn with `seed` (see `stratified_sample`)."""
     if not specs:
