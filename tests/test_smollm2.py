@@ -228,15 +228,15 @@ def test_eval_scores_the_checkpoint_on_any_name_of_its_base_and_refuses_another(
                               ("gguf", str(builtin_gguf_path("smollm2-135m")), ["--peft-path", checkpoint])):
         out = tmp_path / label
         assert cli.main(["--base-model-name-path", base, *peft, "--quantization", "0", "--device", "cpu",
-                         "--datasets", "pubmedqa", "--limit", "3", "--mode", "loglik", "--no-progress",
-                         "--output-dir", str(out)]) == 0
+                         "--datasets", "medmcqa", "--limit", "4", "--mode", "loglik", "--no-progress",
+                         "--output-dir", str(out)]) == 0  # MedMCQA: short prompts, cheap on a CPU
         summary = json.loads((out / "summary.json").read_text())
-        assert summary["datasets"]["pubmedqa"]["total"] == 3
+        assert summary["datasets"]["medmcqa"]["total"] == 4 and summary["peft_path"] == (peft or [None])[-1]
         scores[label] = [json.loads(line)["option_logprobs"]
-                         for line in (out / "generation_pubmedqa_fl.jsonl").read_text().splitlines()]
+                         for line in (out / "generation_medmcqa_fl.jsonl").read_text().splitlines()]
     assert scores["adapter"] == scores["gguf"] and scores["adapter"] != scores["base"]
     assert cli.main(["--base-model-name-path", "builtin:tiny-llama-micro", "--peft-path", checkpoint,
-                     "--quantization", "0", "--device", "cpu", "--datasets", "pubmedqa",
+                     "--quantization", "0", "--device", "cpu", "--datasets", "medmcqa",
                      "--output-dir", str(tmp_path / "wrong")]) == 2
     err = capsys.readouterr().err
     assert f"trained on base model '{SMOLLM2}' (llama, hidden 576, layers 30" in err
