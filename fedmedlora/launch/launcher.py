@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..model.loading import require_cuda_for_quantization
+from ..model.loading import check_model_settings
 from ..recorder import default_run_name, read_summary, write_json_atomic
 from ..resume import config_differences
 from ..run_config import load_settings
@@ -237,12 +237,14 @@ def run(app_dir: str, run_config: list[str], federation_config: str = "", stream
         if not fused.get("run.name"):
             fused["run.name"] = default_run_name(load_settings(fused))
         settings = load_settings(fused)
-        require_cuda_for_quantization(settings.model.quantization, "this machine")
-    except (ConfigError, RuntimeError) as err:
+        run_dir = Path(settings.run.results_dir) / settings.run.name
+        problem = folder_problem(settings, run_dir)  # before any model work
+        if problem is None:
+            check_model_settings(settings, "this machine")  # a GGUF model is converted here, before Flower starts
+    except (ConfigError, RuntimeError, ValueError) as err:
         print(f"fedmedlora: {err}", file=sys.stderr)
         return 2
-    run_dir = Path(settings.run.results_dir) / settings.run.name
-    if problem := folder_problem(settings, run_dir):
+    if problem is not None:
         print(f"fedmedlora: {problem}", file=sys.stderr)
         return 2
     federation = " ".join([f"num-supernodes={settings.data.num_sites}", federation_config]).strip()
