@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--federation-config", default="",
                      help="extra simulation options, e.g. \"client-resources-num-cpus=1\" (num-supernodes is set "
                           "from data.num-sites)")
+    run.add_argument("--resume", metavar="RUN_DIR", default="",
+                     help="continue a stopped run from its last completed round, with the run config it started with")
 
     config = sub.add_parser("config", help="list every run-config key, or check presets")
     config.add_argument("--pyproject", action="store_true", help="print the [tool.flwr.app.config] block")
@@ -59,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         from .launch.launcher import run as launch
 
-        return launch(args.app_dir, args.run_config, args.federation_config)
+        return launch(args.app_dir, args.run_config, args.federation_config, resume=args.resume)
     return _config_command(args)
 
 

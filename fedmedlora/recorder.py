@@ -5,7 +5,9 @@
         sites.json         per-site statistics (written at start)
         metrics.jsonl      one JSON line per round, appended and flushed as each round ends (round 0 = initial)
         peft_<round>/      global adapter checkpoints (PeftModel.from_pretrained loads them)
-        summary.json       final summary (atomic; written at the end, or with "status": "failed")
+        state/             what a resumed run needs, after the last round (../run_state.py)
+        summary.json       "status": "running" from the start (with the ServerApp's pid and host), then the final
+                           summary ("completed", "failed" or "interrupted"); atomic
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import logging
 import os
 import platform
+import socket
 import sys
 import time
 from datetime import datetime
@@ -58,15 +61,16 @@ class RunRecorder:
         self.comm_total = {"sent-mib": 0.0, "received-mib": 0.0}
         self.totals = {"failures": 0, "exclusions": 0}
         self.started = time.time()
+        self.resumed_from: list[int] = []  # the rounds after which this run was resumed
 
     @classmethod
-    def create(cls, settings: Settings, info: dict[str, Any]) -> "RunRecorder":
+    def create(cls, settings: Settings, info: dict[str, Any], run_dir: Path | None = None) -> "RunRecorder":
         root = Path(os.path.expanduser(settings.run.results_dir))
         name = settings.run.name or default_run_name(settings)
-        run_dir = (root / name).resolve()
+        run_dir = (root / name).resolve() if run_dir is None else run_dir
         if (run_dir / "metrics.jsonl").exists():
-            raise FileExistsError(f"key 'run.name' = {name!r}: {run_dir} already holds a run; choose another name "
-                                  "or remove it")
+            raise FileExistsError(f"key 'run.name' = {run_dir.name!r}: {run_dir} already holds a run; choose another "
+                                  "name or remove it")
         run_dir.mkdir(parents=True, exist_ok=True)
         recorder = cls(run_dir)
         write_json_atomic(run_dir / "config.json", {
@@ -77,8 +81,40 @@ class RunRecorder:
             "argv": sys.argv,
             "started": datetime.now().isoformat(timespec="seconds"),
         })
+        recorder.mark_running()
         LOG.info("results: %s", run_dir)
         return recorder
+
+    @classmethod
+    def reopen(cls, run_dir: Path, last_round: int) -> "RunRecorder":
+        """The recorder of a stopped run, going on after `last_round`: metrics.jsonl keeps rounds 0..last_round (one
+        line each; lines after it, or half-written, are dropped: those rounds are played again) and the running totals
+        are taken from its last line."""
+        records = read_metrics_prefix(run_dir, last_round)
+        recorder = cls(run_dir)
+        tmp = run_dir / "metrics.jsonl.tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            for record in records:
+                fh.write(json.dumps(record, sort_keys=True, default=str) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, run_dir / "metrics.jsonl")
+        recorder.rounds = {r["round"]: r for r in records}
+        last = records[-1]
+        recorder.totals = {counter: int(last[f"total-{counter}"]) for counter in recorder.totals}
+        recorder.comm_total = {k: float(last["comm"][f"total-{k}"]) for k in recorder.comm_total}
+        recorder.started = time.time() - float(last["elapsed-seconds"])  # time stopped is not run time
+        previous = read_summary(run_dir)
+        recorder.resumed_from = [*previous.get("resumed-from", []), last_round]
+        recorder.mark_running()
+        return recorder
+
+    def mark_running(self) -> None:
+        """summary.json says the run is going on (and who runs it) until `finish` says how it ended."""
+        write_json_atomic(self.run_dir / "summary.json", {
+            "status": "running", "run-dir": str(self.run_dir), "pid": os.getpid(), "host": socket.gethostname(),
+            "since": datetime.now().isoformat(timespec="seconds"),
+            **({"resumed-from": self.resumed_from} if self.resumed_from else {})})
 
     def write_json(self, name: str, payload: Any) -> None:
         write_json_atomic(self.run_dir / name, payload)
@@ -112,10 +148,11 @@ class RunRecorder:
         return record
 
     def finish(self, status: str, **fields: Any) -> Path:
+        ended = [k for k, r in self.rounds.items() if "elapsed-seconds" in r]  # rounds with their metrics line
         trained = [r for k, r in self.rounds.items() if k > 0 and "replies" in r]
         summary = {
             "status": status,
-            "rounds-completed": max((r for r in self.rounds if r > 0), default=0),
+            "rounds-completed": max((k for k in ended if k > 0), default=0),
             "rounds-aggregated": sum(bool(r.get("aggregated")) for r in trained),
             "replies": sum(r["replies"] for r in trained),
             "replies-excluded": sum(len(r.get("excluded", [])) for r in trained),
@@ -123,6 +160,7 @@ class RunRecorder:
             "comm-total-mib": self.comm_total["sent-mib"] + self.comm_total["received-mib"],
             "comm-sent-mib": self.comm_total["sent-mib"],
             "comm-received-mib": self.comm_total["received-mib"],
+            **({"resumed-from": self.resumed_from} if self.resumed_from else {}),
             **fields,
         }
         path = self.run_dir / "summary.json"
@@ -133,3 +171,32 @@ class RunRecorder:
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     with open(Path(run_dir) / "metrics.jsonl", encoding="utf-8") as fh:
         return [json.loads(line) for line in fh if line.strip()]
+
+
+def read_metrics_prefix(run_dir: str | Path, last_round: int) -> list[dict[str, Any]]:
+    """The lines of rounds 0..last_round, in order, each once; an error naming the line if one is missing or out of
+    order. A half-written last line (a run killed while writing) and lines of later rounds are left out."""
+    path = Path(run_dir) / "metrics.jsonl"
+    records: list[dict[str, Any]] = []
+    with open(path, encoding="utf-8") as fh:
+        for number, line in enumerate(fh, 1):
+            if len(records) > last_round:
+                break
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                break  # written up to the kill
+            if record.get("round") != len(records):
+                raise ValueError(f"{path}, line {number}: round {record.get('round')!r}, expected {len(records)}")
+            records.append(record)
+    if len(records) <= last_round:
+        raise ValueError(f"{path}: rounds 0..{len(records) - 1} recorded, round {last_round} missing")
+    return records
+
+
+def read_summary(run_dir: str | Path) -> dict[str, Any]:
+    """summary.json, or {} if there is none (yet) or it cannot be read."""
+    try:
+        return json.loads((Path(run_dir) / "summary.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}

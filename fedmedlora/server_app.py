@@ -2,7 +2,9 @@
 
 Order matters: everything that can be wrong with the run config, the model or the data fails here, before any
 ClientApp trains. Each round ends in `RoundEnd` (Flower calls it as the strategy's `evaluate_fn` after the round):
-server-side evaluation on each site's held-out split, a `peft_<round>/` checkpoint, one line in metrics.jsonl.
+server-side evaluation on each site's held-out split, a `peft_<round>/` checkpoint, one line in metrics.jsonl, then
+the state a resumed run needs (run_state.py). A run holds its folder's lock while it runs, says "running" in
+summary.json from the start, and ends "completed" only if some round aggregated.
 """
 
 from __future__ import annotations
@@ -20,29 +22,33 @@ from .data.sites import site_statistics
 from .job import Job, get_job
 from .model.adapter import initial_adapter_state, load_adapter_state, lora_config, save_checkpoint
 from .model.loading import check_model_settings
-from .recorder import RunRecorder
+from .recorder import RunRecorder, default_run_name
+from .resume import open_run, run_directory
 from .run_config import load_settings
+from .run_state import RunLock, restore_rng, save_round_state
 from .settings import Settings
 from .strategies import STRATEGIES, build_strategy
+from .strategies.availability import connected_nodes
+from .strategies.resumed import RoundsAfter
 from .wire import from_array_record, to_array_record
 
 LOG = logging.getLogger("fedmedlora")
 app = ServerApp()
 
 
-def wait_for_nodes(grid: Grid, settings: Settings, patience: float = 30.0) -> list[int]:
-    """Wait until data.num-sites SuperNodes are connected; fail clearly if the federation is smaller."""
-    wanted = settings.data.num_sites
-    deadline = time.time() + max(patience, 0.0)
-    nodes = list(grid.get_node_ids())
-    while len(nodes) < wanted and time.time() < deadline:
-        time.sleep(1.0)
-        nodes = list(grid.get_node_ids())
-    if len(nodes) < wanted:
+def wait_for_nodes(grid: Grid, settings: Settings) -> list[int]:
+    """Wait up to strategy.node-wait for all data.num-sites SuperNodes; go on with at least strategy.min-replies."""
+    wanted, needed, wait = settings.data.num_sites, settings.strategy.min_replies, settings.strategy.node_wait
+    nodes = connected_nodes(grid, wanted, wait)
+    if len(nodes) < needed:
         raise RuntimeError(
-            f"key 'data.num-sites' = {wanted}, but only {len(nodes)} SuperNodes are connected: in a simulation run "
-            f"with --federation-config \"num-supernodes={wanted}\" (`fedmedlora run` sets it for you); in a "
-            "deployment start one SuperNode per site")
+            f"key 'data.num-sites' = {wanted}, but {len(nodes)} SuperNodes connected within strategy.node-wait = "
+            f"{wait:g} s (strategy.min-replies = {needed} needed to start): in a simulation run with "
+            f"--federation-config \"num-supernodes={wanted}\" (`fedmedlora run` sets it for you); in a deployment "
+            "start one SuperNode per site, or raise strategy.node-wait")
+    if len(nodes) < wanted:
+        print(f"[fedmedlora] {len(nodes)} of {wanted} sites connected within strategy.node-wait = {wait:g} s: "
+              "starting with them (others join the rounds when they connect)", flush=True)
     return nodes
 
 
@@ -53,12 +59,13 @@ HEADLINE = {"strict-f1", "lenient-f1", "typed-strict-micro-f1", "typed-strict-ma
 class RoundEnd:
     """Flower's evaluate_fn: called with the global adapter at round 0 and after every round."""
 
-    def __init__(self, settings: Settings, job: Job, recorder: RunRecorder):
+    def __init__(self, settings: Settings, job: Job, recorder: RunRecorder, strategy: Any = None):
         self.settings = settings
         self.job = job
         self.recorder = recorder
+        self.strategy = strategy  # its state is saved with every round's
         self.peft_config = lora_config(settings, job.task.head, base_model_name_or_path=settings.model.name)
-        self.history: list[dict[str, Any]] = []
+        self.history: list[dict[str, Any]] = [recorder.rounds[r] for r in sorted(recorder.rounds)]  # resumed: kept
 
     def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         state = from_array_record(arrays)
@@ -80,6 +87,8 @@ class RoundEnd:
             fields["checkpoint"] = path.name
         record = self.recorder.end_round(server_round, **fields)
         self.history.append(record)
+        if self.strategy is not None:  # after the metrics line: a state never runs ahead of metrics.jsonl
+            save_round_state(self.recorder.run_dir, server_round, state, *self.strategy.state_dict())
         self._log_round(record)
         return metric_record
 
@@ -107,45 +116,78 @@ def run_server(grid: Grid, context: Context) -> dict[str, Any]:
     job = get_job(settings)
     family = job.family
     initial_state = initial_adapter_state(settings, job.task.head, len(job.labels) or None, settings.run.seed)
-    recorder = RunRecorder.create(settings, {
+    info = {
         "family": family,
         "trainer": job.task.trainer_name,
         "labels": job.labels,
         "strategy": {"name": settings.strategy.name, "description": STRATEGIES[settings.strategy.name][1]},
         "adapter": {"tensors": len(initial_state), "parameters": int(sum(v.size for v in initial_state.values()))},
-    })
-    stats = site_statistics(job.sites, settings.data.task)
-    recorder.write_json("sites.json", stats)
-    for entry in stats:
-        print(f"[fedmedlora] site {entry['site']} ({entry['name']}): train {entry['train-examples']}, "
-              f"val {entry['val-examples']}, test {entry['test-examples']}"
-              + (f", train entities {entry['train-entities']}" if "train-entities" in entry else ""), flush=True)
-    random.seed(settings.run.seed)  # Flower samples clients with the global `random`
-    np.random.seed(settings.run.seed)
-    wait_for_nodes(grid, settings)
-    strategy = build_strategy(settings, recorder, initial_state, job)
+    }
+    run_dir = run_directory(settings, settings.run.name or default_run_name(settings))
+    with RunLock(run_dir):
+        recorder, resumed = open_run(settings, run_dir, info)
+        return _run(grid, settings, job, initial_state, recorder, resumed)
+
+
+def _run(grid: Grid, settings: Settings, job: Job, initial_state: dict[str, np.ndarray], recorder: RunRecorder,
+         resumed: Any) -> dict[str, Any]:
     round_end = RoundEnd(settings, job, recorder)
-    status = "failed"
+    status, reason = "failed", ""
     try:
-        strategy.start(
+        stats = site_statistics(job.sites, settings.data.task)
+        recorder.write_json("sites.json", stats)
+        for entry in stats:
+            print(f"[fedmedlora] site {entry['site']} ({entry['name']}): train {entry['train-examples']}, "
+                  f"val {entry['val-examples']}, test {entry['test-examples']}"
+                  + (f", train entities {entry['train-entities']}" if "train-entities" in entry else ""), flush=True)
+        random.seed(settings.run.seed)  # Flower samples clients with the global `random`
+        np.random.seed(settings.run.seed)
+        wait_for_nodes(grid, settings)
+        strategy = build_strategy(settings, recorder, initial_state, job)
+        round_end.strategy = strategy
+        arrays, done, driver, evaluate_fn = initial_state, 0, strategy, round_end
+        if resumed is not None:
+            if {k: v.shape for k, v in resumed.adapter.items()} != {k: v.shape for k, v in initial_state.items()}:
+                raise ValueError(f"{recorder.run_dir}: the saved adapter does not fit this model's adapter")
+            strategy.load_state(resumed.strategy_arrays, resumed.strategy_info)
+            arrays, done = resumed.adapter, resumed.round
+            driver = RoundsAfter(strategy, done)
+            evaluate_fn = driver.evaluate_fn(round_end)
+            restore_rng(resumed)  # last: the next draw is round done + 1's sampling, as in an unbroken run
+            print(f"[fedmedlora] resuming {recorder.run_dir.name} after round {done} of "
+                  f"{settings.num_server_rounds} (Flower numbers the remaining rounds from 1)", flush=True)
+        driver.start(
             grid=grid,
-            initial_arrays=to_array_record(initial_state, "float32"),
-            num_rounds=settings.num_server_rounds,
+            initial_arrays=to_array_record(arrays, "float32"),
+            num_rounds=settings.num_server_rounds - done,
             timeout=settings.strategy.round_timeout,
             train_config=ConfigRecord(),
             evaluate_config=ConfigRecord(),
-            evaluate_fn=round_end,
+            evaluate_fn=evaluate_fn,
         )
-        status = "completed"
+        if any(r.get("aggregated") for k, r in recorder.rounds.items() if k > 0):
+            status = "completed"
+        else:
+            reason = ("no round aggregated: every round had fewer usable replies than strategy.min-replies = "
+                      f"{settings.strategy.min_replies} (metrics.jsonl says why, round by round)")
+    except (KeyboardInterrupt, SystemExit):
+        status = "interrupted"
+        raise
+    except Exception as err:
+        reason = f"{type(err).__name__}: {str(err)[:2000]}"
+        raise
     finally:
-        summary = {"run-dir": str(recorder.run_dir)}
+        summary: dict[str, Any] = {"run-dir": str(recorder.run_dir), **({"reason": reason} if reason else {})}
         if round_end.history and "server-eval" in round_end.history[-1]:
             key = job.task.primary_metric
             summary["primary-metric"] = key
             summary[f"{key}-per-round"] = [r["server-eval"]["pooled"][key] for r in round_end.history]
             summary["final-server-eval"] = round_end.history[-1]["server-eval"]["pooled"]
         path = recorder.finish(status, **summary)
-        print(f"[fedmedlora] {status}: results in {recorder.run_dir} (summary: {path.name})", flush=True)
+        print(f"[fedmedlora] {status}: results in {recorder.run_dir} (summary: {path.name})"
+              + (f": {reason}" if reason else ""), flush=True)
+    if status == "failed":  # no round aggregated: the run must not look like it worked
+        raise RuntimeError(f"run {recorder.run_dir.name} failed: {reason}")
     return {"run-dir": str(recorder.run_dir), "history": round_end.history}
 
 

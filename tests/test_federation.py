@@ -51,7 +51,9 @@ def test_results_written_before_a_failure_are_kept(tmp_path, monkeypatch):
     assert [r["round"] for r in read_metrics(run_dir)] == [0, 1]
     assert (run_dir / "peft_1").is_dir()
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["status"] == "failed" and summary["rounds-completed"] == 2
+    # round 2 trained but never ended (its evaluation failed): it is not counted as completed
+    assert summary["status"] == "failed" and summary["rounds-completed"] == 1
+    assert summary["reason"] == "RuntimeError: disk on fire"
 
 
 def test_a_failing_client_is_excluded_and_counted(tmp_path, monkeypatch):

@@ -274,7 +274,8 @@ def test_sampling_and_weight_key_reach_flower(tmp_path: Path) -> None:
     strategy, _ = make({"strategy.name": "fedyogi", "strategy.clients-per-round": 2, "strategy.weight-by": "tokens"},
                        scalar(0.0), tmp_path, sites=3)
     assert len(send(strategy, scalar(0.0), 3)) == 2
-    assert strategy.weighted_by_key == "num-tokens" and strategy.min_available_nodes == 3
+    # a round needs strategy.min-replies nodes, not every site (tests/test_availability.py)
+    assert strategy.weighted_by_key == "num-tokens" and strategy.min_available_nodes == 1
 
 
 def test_fedmedian_and_fedtrimmedavg(tmp_path: Path) -> None:

@@ -125,7 +125,9 @@ def test_failing_clients_are_excluded_and_an_empty_round_keeps_the_adapter(
     assert "simulated out-of-memory" in records[1]["excluded"][0]["reason"]
 
     failing["sites"] = {0, 1}
-    records = run(tmp_path / "none", strategy__name="fedavg")
+    with pytest.raises(RuntimeError, match="no round aggregated"):  # and the run ends "failed"
+        run(tmp_path / "none", strategy__name="fedavg")
+    records = read_metrics(tmp_path / "none" / "run")
     assert [r["aggregated"] for r in records[1:]] == [False, False]
     # the global adapter stayed the initial one: the same evaluation every round
     losses = {r["server-eval"]["pooled"]["loss"] for r in records}

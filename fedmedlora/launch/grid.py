@@ -22,6 +22,7 @@ from flwr.serverapp import Grid
 
 LOG = logging.getLogger(__name__)
 _TASK_IDS = itertools.count(1)
+_MESSAGE_IDS = itertools.count(1)
 
 
 def set_task_identity(run_id: int, node_id: int) -> None:
@@ -76,6 +77,8 @@ class InProcessGrid(Grid):
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
         replies = []
         for msg in messages:
+            # an id, as Flower's grid gives each message it pushes: replies name it in `reply_to_message_id`
+            msg.metadata.__dict__["_message_id"] = f"in-process-{next(_MESSAGE_IDS)}"
             node = msg.metadata.dst_node_id
             self.calls.append((node, msg.metadata.message_type))
             set_task_identity(self.run_id, node)

@@ -9,7 +9,11 @@
   user started is never touched.
 - The federation gets one SuperNode per site (`num-supernodes = data.num-sites`).
 - The exit code tells the truth: `flwr run --stream` exits 0 even when the ServerApp crashed, so the run's final
-  status is read back with `flwr ls` and the ServerApp's log is shown on failure.
+  status is read back with `flwr ls` and from summary.json (0 only if both say completed), and the ServerApp's log is
+  shown on failure. A ServerApp that died without a word (killed) leaves summary.json "running": it is marked
+  "interrupted", with the command that resumes it.
+- A run folder that holds results is never reused: a completed run is refused, an unfinished one is refused with the
+  command that resumes it, `--resume RUN_DIR` continues it with the run config it started with (../resume.py).
 """
 
 from __future__ import annotations
@@ -28,8 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from ..model.loading import check_model_settings
-from ..recorder import default_run_name
+from ..recorder import default_run_name, read_summary, write_json_atomic
+from ..resume import config_differences
 from ..run_config import load_settings
+from ..run_state import RunLock, inspect_run
 from ..settings import ConfigError, flatten_toml, load_toml_overrides, write_flat_toml
 
 OFFLINE_ENV = {
@@ -161,24 +167,85 @@ def _run_status(env: dict[str, str], app_dir: Path, run_id: str) -> str:
         return f"unknown ({out.stdout.strip()[:200]} {out.stderr.strip()[:200]})"
 
 
-def run(app_dir: str, run_config: list[str], federation_config: str = "", stream_to=sys.stdout) -> int:
-    """Validate, launch and supervise one run. Returns the process exit code (0 only if the run completed)."""
+def resumed_config(run_dir: Path, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The run config a stopped run started with (its config.json), to continue it in `run_dir`."""
+    folder = inspect_run(run_dir)
+    if folder.status == "new":
+        raise ConfigError([f"--resume {run_dir}: no run to resume there (no metrics.jsonl)"])
+    try:
+        original = json.loads((run_dir / "config.json").read_text())["run-config"]
+    except (OSError, json.JSONDecodeError, KeyError) as err:
+        raise ConfigError([f"--resume {run_dir}: config.json cannot be read ({err})"]) from None
+    return {**original, **overrides, "run.resume": True, "run.name": run_dir.name,
+            "run.results-dir": str(run_dir.parent)}
+
+
+def folder_problem(settings: Any, run_dir: Path) -> str | None:
+    """Why the run cannot start in `run_dir` (the ServerApp checks again; this fails before Flower starts)."""
+    folder = inspect_run(run_dir)
+    if folder.status == "completed":
+        return f"key 'run.name' = {settings.run.name!r}: {run_dir} holds a completed run; choose another run.name"
+    if folder.status == "unfinished" and not settings.run.resume:
+        return f"key 'run.name' = {settings.run.name!r}: {folder.describe()}: {folder.resume_hint}"
+    if folder.status == "unfinished":
+        if folder.state_round is None:
+            return f"{folder.describe()}: it cannot be resumed; choose another run.name"
+        problems = config_differences(run_dir, settings)
+        if problems:
+            return f"--resume {run_dir}: the run started with another run config:\n  " + "\n  ".join(problems)
+    return None
+
+
+def next_free(path: Path) -> Path:
+    """`path` if it does not exist, else the first free `<stem>.<n><suffix>`."""
+    n = 0
+    while path.exists():
+        n += 1
+        path = path.with_name(f"{path.name.split('.')[0]}.{n}{path.suffix}")
+    return path
+
+
+def mark_interrupted(run_dir: Path) -> None:
+    """A ServerApp that ended without its final summary (killed) leaves "running": say it stopped, and how to go on."""
+    summary = read_summary(run_dir)
+    if summary.get("status") != "running":
+        return
+    try:
+        with RunLock(run_dir):  # free: no ServerApp is writing the folder any more
+            write_json_atomic(run_dir / "summary.json", {
+                **summary, "status": "interrupted",
+                "reason": "the ServerApp ended without writing its summary (killed or lost)",
+                "resume": f"fedmedlora run --resume {run_dir}"})
+    except RuntimeError:
+        pass
+
+
+def run(app_dir: str, run_config: list[str], federation_config: str = "", stream_to=sys.stdout,
+        resume: str = "") -> int:
+    """Validate, launch and supervise one run. Returns the process exit code (0 only if the run completed).
+
+    resume: a run folder to continue (its config.json's run config, with `run_config`'s overrides on top)."""
     cwd = Path.cwd()
     app = Path(app_dir).resolve()
     try:
         overrides = parse_overrides(run_config)
-        fused = {**app_defaults(app), **overrides}
+        if resume:
+            fused = resumed_config(Path(resume).resolve(), overrides)
+        else:
+            fused = {**app_defaults(app), **overrides}
         fused = absolutize_paths(fused, cwd)
         if not fused.get("run.name"):
             fused["run.name"] = default_run_name(load_settings(fused))
         settings = load_settings(fused)
-        check_model_settings(settings, "this machine")  # a GGUF model is converted here, before Flower starts
+        run_dir = Path(settings.run.results_dir) / settings.run.name
+        problem = folder_problem(settings, run_dir)  # before any model work
+        if problem is None:
+            check_model_settings(settings, "this machine")  # a GGUF model is converted here, before Flower starts
     except (ConfigError, RuntimeError, ValueError) as err:
         print(f"fedmedlora: {err}", file=sys.stderr)
         return 2
-    run_dir = Path(settings.run.results_dir) / settings.run.name
-    if (run_dir / "metrics.jsonl").exists():
-        print(f"fedmedlora: key 'run.name' = {settings.run.name!r}: {run_dir} already holds a run", file=sys.stderr)
+    if problem is not None:
+        print(f"fedmedlora: {problem}", file=sys.stderr)
         return 2
     federation = " ".join([f"num-supernodes={settings.data.num_sites}", federation_config]).strip()
     with tempfile.TemporaryDirectory(prefix="fedmedlora-flwr-") as tmp:
@@ -208,11 +275,12 @@ def run(app_dir: str, run_config: list[str], federation_config: str = "", stream
                 code = proc.returncode or 1
             else:
                 status = _run_status(link.env, app, run_id)
-                if "completed" in status and (run_dir / "summary.json").exists():
+                summary_status = read_summary(run_dir).get("status")
+                if "completed" in status and summary_status == "completed":
                     code = 0
                 else:
-                    print(f"fedmedlora: run {run_id} ended with status {status!r}; SuperLink log tail:\n"
-                          f"{link.log_tail()}", file=sys.stderr)
+                    print(f"fedmedlora: run {run_id} ended with status {status!r} (summary.json: "
+                          f"{summary_status!r}); SuperLink log tail:\n{link.log_tail()}", file=sys.stderr)
         except KeyboardInterrupt:
             code = 130
         except RuntimeError as err:
@@ -220,5 +288,10 @@ def run(app_dir: str, run_config: list[str], federation_config: str = "", stream
         finally:
             link.stop()
             if run_dir.is_dir() and link.log_file.exists():
-                shutil.copy(link.log_file, run_dir / "superlink.log")
+                shutil.copy(link.log_file, next_free(run_dir / "superlink.log"))  # a resumed run keeps both logs
+            if run_dir.is_dir():
+                mark_interrupted(run_dir)
+        if code != 0 and inspect_run(run_dir).status == "unfinished":
+            print(f"fedmedlora: {inspect_run(run_dir).describe()}: resume it with `fedmedlora run --resume "
+                  f"{run_dir}`", file=sys.stderr)
         return code

@@ -94,7 +94,14 @@ def _datasets(s: Settings) -> list[str]:
     return [] if s.datasets else ["key 'data.datasets' is empty: name at least one dataset"]
 
 
-RULES: tuple[Rule, ...] = (_local_work, _sampling, _splits, _learning_rates, _datasets)
+def _resume(s: Settings) -> list[str]:
+    if s.run.resume and not s.run.name.strip():
+        return ["key 'run.resume' = true needs key 'run.name' (the run folder to continue under run.results-dir; "
+                "or use `fedmedlora run --resume RUN_DIR`)"]
+    return []
+
+
+RULES: tuple[Rule, ...] = (_local_work, _sampling, _splits, _learning_rates, _datasets, _resume)
 
 
 def build_settings(values: Mapping[str, Any]) -> Settings:

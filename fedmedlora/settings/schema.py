@@ -58,6 +58,9 @@ class RunSettings:
         'project root under `fedmedlora run`)')
     seed: int = key(42,
         'seed for partitioning, adapter initialisation, sampling and training')
+    resume: bool = key(False,
+        'continue the unfinished run in run.name from its last completed round (same run config; '
+        '`fedmedlora run --resume RUN_DIR` sets it); a run folder that does not exist yet is started')
 
 
 @dataclass(frozen=True)
@@ -180,6 +183,10 @@ class StrategySettings:
         'dtype of LoRA tensors on the wire', choices=('float16', 'float32'))
     round_timeout: float = key(3600.0,
         'seconds a round phase waits for replies', check=positive)
+    node_wait: float = key(300.0,
+        'seconds the server waits for SuperNodes: at the start for all data.num-sites (then it goes on with '
+        'at least strategy.min-replies), before each round for at least strategy.min-replies (else the round '
+        'is skipped and the adapter kept)', check=non_negative)
     lora_aggregation: str = key('factors',
         'fedavg, fed-medlora, fed-medlora-plus: average LoRA A and B separately (factors), or average '
         'the products B·A and refactor to rank r by truncated SVD (product: the exact average update)',

@@ -11,7 +11,12 @@
   encoded once. A round with fewer usable replies than `strategy.min-replies` leaves the global adapter unchanged and
   says so;
 - per-client metrics, exclusions and the array bytes sent and received are recorded for metrics.jsonl (the recorder
-  keeps the running totals).
+  keeps the running totals);
+- rounds go on with whoever is connected: each phase waits at most `strategy.node-wait` seconds for
+  `strategy.min-replies` nodes and samples `clients-per-round` of those connected (availability.py); each instruction
+  sent gets exactly one outcome (a reply, an error reply or none), attributed to the node it was sent to (outcomes.py);
+- `state_dict` / `load_state`: what the strategy carries from round to round beyond the global adapter (none here;
+  Flower's server optimisers override them), saved after every round so a killed run resumes exactly.
 
 A strategy owns its specifics as class attributes and hooks: `keys` (the strategy-specific run-config keys it reads),
 `product` (whether `strategy.lora-aggregation = "product"` applies), `settings_problems` (its cross-key rules, checked
@@ -33,6 +38,8 @@ from ..aggregation.screening import state_problem
 from ..recorder import RunRecorder
 from ..settings import Settings
 from ..wire import WIRE_NUMPY_DTYPES, from_array_record, record_nbytes, to_array_record
+from .availability import NodeSnapshot, connected_nodes
+from .outcomes import match_replies
 
 LOG = logging.getLogger(__name__)
 
@@ -47,7 +54,11 @@ def announce(message: str, level: int = logging.INFO) -> None:
 
 
 def flower_sampling_kwargs(settings: Settings, weight_by: str) -> dict[str, Any]:
-    """Flower's sampling arguments for 'k sites a round out of data.num-sites', and the weight metric."""
+    """Flower's sampling arguments for 'k sites a round out of data.num-sites', and the weight metric.
+
+    The node minimums are caps: each phase lowers them to the nodes connected then (`LoraStrategyMixin.snapshot`),
+    and a round needs only `strategy.min-replies` nodes, not every site (a lost site must not hang the run).
+    """
     sites, per_round = settings.data.num_sites, settings.clients_per_round
     eval_fraction = settings.evaluate.fraction
     return {
@@ -55,7 +66,7 @@ def flower_sampling_kwargs(settings: Settings, weight_by: str) -> dict[str, Any]
         "min_train_nodes": per_round,
         "fraction_evaluate": eval_fraction,
         "min_evaluate_nodes": max(1, int(eval_fraction * sites)) if eval_fraction > 0 else 0,
-        "min_available_nodes": sites,
+        "min_available_nodes": settings.strategy.min_replies,
         "weighted_by_key": WEIGHT_KEYS[weight_by],
         "train_metrics_aggr_fn": aggregate_client_metrics,
         "evaluate_metrics_aggr_fn": aggregate_client_metrics,
@@ -143,6 +154,16 @@ class LoraStrategyMixin:
         self.recorder = recorder
         self.global_keys = {k: tuple(v.shape) for k, v in initial_state.items()}
         self._wire: tuple[ArrayRecord, ArrayRecord] | None = None  # (float32 global, its wire copy)
+        self._sent: dict[str, list[Message]] = {}  # the instructions of the current phase, by phase
+        self._caps = {"train": self.min_train_nodes, "evaluate": self.min_evaluate_nodes}  # type: ignore[attr-defined]
+
+    # --- what carries over from round to round (resume) --------------------------------------------------------------
+    def state_dict(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """(arrays, JSON-able facts) this strategy carries into the next round besides the global adapter."""
+        return {}, {}
+
+    def load_state(self, arrays: dict[str, np.ndarray], info: dict[str, Any]) -> None:
+        """Take back what `state_dict` gave, when a run resumes."""
 
     # --- sending -------------------------------------------------------------------------------------------------
     def wire_record(self, arrays: ArrayRecord) -> ArrayRecord:
@@ -161,21 +182,45 @@ class LoraStrategyMixin:
             msg.content["arrays"] = wire
         self.recorder.add_comm(server_round, phase, sent_bytes=record_nbytes(wire) * len(messages))
         self.recorder.round(server_round)[f"{phase}-nodes"] = [m.metadata.dst_node_id for m in messages]
+        self._sent[phase] = messages  # the grid gives them their ids when it pushes them
         return messages
+
+    def snapshot(self, server_round: int, grid: Any, phase: str, wanted: int) -> NodeSnapshot | None:
+        """The nodes connected now (waited for up to strategy.node-wait), with Flower's minimum for the phase capped
+        at their number; None (recorded, announced) if fewer than `wanted` are connected after the wait."""
+        self._sent[phase] = []
+        nodes = connected_nodes(grid, wanted, self.settings.strategy.node_wait)
+        self.recorder.round(server_round)[f"{phase}-connected"] = len(nodes)
+        if len(nodes) < wanted:
+            announce(f"round {server_round}: {len(nodes)} SuperNodes connected after waiting strategy.node-wait = "
+                     f"{self.settings.strategy.node_wait:g} s, {wanted} needed: no {phase} this round",
+                     logging.WARNING)
+            return None
+        setattr(self, f"min_{phase}_nodes", min(self._caps[phase], len(nodes)))  # what Flower samples at least
+        return NodeSnapshot(grid, nodes)
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Any):
         config = ConfigRecord(dict(config))
         config["learning-rate"] = self.settings.learning_rate(server_round)
-        messages = super().configure_train(server_round, arrays, config, grid)  # type: ignore[misc]
+        nodes = self.snapshot(server_round, grid, "train", self.settings.strategy.min_replies)
+        if nodes is None:
+            return []
+        messages = super().configure_train(server_round, arrays, config, nodes)  # type: ignore[misc]
         return self._to_wire(messages, arrays, server_round, "train")
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Any):
-        messages = super().configure_evaluate(server_round, arrays, config, grid)  # type: ignore[misc]
+        if self.fraction_evaluate == 0.0:  # type: ignore[attr-defined]  # no federated evaluation: nothing to wait for
+            self._sent["evaluate"] = []
+            return []
+        nodes = self.snapshot(server_round, grid, "evaluate", 1)
+        if nodes is None:
+            return []
+        messages = super().configure_evaluate(server_round, arrays, config, nodes)  # type: ignore[misc]
         return self._to_wire(messages, arrays, server_round, "evaluate")
 
     # --- receiving -----------------------------------------------------------------------------------------------
-    def screen_reply(self, msg: Message) -> tuple[Reply | None, str | None]:
-        """(the reply decoded, None), or (None, why it cannot be aggregated)."""
+    def screen_reply(self, msg: Message, node: int | None = None) -> tuple[Reply | None, str | None]:
+        """(the reply decoded, None), or (None, why it cannot be aggregated); `node`: who was sent the instruction."""
         if msg.has_error():
             return None, f"client error: {msg.error.reason}"
         content = msg.content
@@ -197,30 +242,32 @@ class LoraStrategyMixin:
             if array.dtype not in WIRE_NUMPY_DTYPES:
                 return None, f"{key!r}: dtype {array.dtype}, expected float16 or float32"
         state = {k: np.asarray(raw[k], dtype=np.float32) for k in self.global_keys}
-        return Reply(node_of(msg), state, metrics, msg), None
+        return Reply(node_of(msg) if node is None else node, state, metrics, msg), None
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]):
-        replies = list(replies)
+        outcomes, strays = match_replies(self._sent.pop("train", []), replies)
         log = self.recorder.round(server_round)
         clients: list[dict[str, Any]] = []
         usable: list[Reply] = []
         received = 0
-        log.update({"replies": len(replies), "usable": 0, "failures": 0, "exclusions": 0, "excluded": [],
-                    "clients": clients})
-        for msg in replies:
+        log.update({"replies": sum(o.reply is not None for o in outcomes), "usable": 0, "failures": 0,
+                    "exclusions": 0, "excluded": [], "clients": clients})
+        for outcome in outcomes:
+            msg, node = outcome.reply, outcome.node
+            if msg is None:  # Flower drops replies that come after the round timeout
+                clients.append({"node": node})
+                self.exclude(server_round, node, "no reply within strategy.round-timeout = "
+                             f"{self.settings.strategy.round_timeout:g} s", failure=True)
+                continue
             if msg.has_content():
                 received += sum(record_nbytes(r) for r in msg.content.array_records.values())
-            reply, reason = self.screen_reply(msg)
-            clients.append({"node": node_of(msg), **(metrics_of(msg) if msg.has_content() else {})})
+            reply, reason = self.screen_reply(msg, node)
+            clients.append({"node": node, **(metrics_of(msg) if msg.has_content() else {})})
             if reply is None:
-                self.exclude(server_round, node_of(msg), reason or "unusable", failure=msg.has_error())
+                self.exclude(server_round, node, reason or "unusable", failure=msg.has_error())
             else:
                 usable.append(reply)
-        replied = {node_of(m) for m in replies}
-        for node in log.get("train-nodes", []):  # Flower drops replies that come after the round timeout
-            if node not in replied:
-                self.exclude(server_round, int(node), "no reply within strategy.round-timeout = "
-                             f"{self.settings.strategy.round_timeout:g} s", failure=True)
+        self.ignore_strays(server_round, "train", strays)
         self.recorder.add_comm(server_round, "train", received_bytes=received)
         if not self.enough_replies(server_round, len(usable)):
             return None, None
@@ -233,6 +280,13 @@ class LoraStrategyMixin:
         record = to_array_record(state, "float32")  # the master copy stays float32
         self._wire = (record, to_array_record(state, self.settings.strategy.wire_dtype))
         return record, metrics
+
+    def ignore_strays(self, server_round: int, phase: str, strays: list[Message]) -> None:
+        """Replies that answer no instruction of this phase (or one already answered): counted, never aggregated."""
+        if strays:
+            self.recorder.round(server_round)[f"{phase}-stray-replies"] = len(strays)
+            announce(f"round {server_round}: {len(strays)} {phase} replies answer no instruction of this round "
+                     f"(from nodes {sorted({node_of(m) for m in strays})}): ignored", logging.WARNING)
 
     def exclude(self, server_round: int, node: int, reason: str, failure: bool = False) -> None:
         """Leave one client out of this round's aggregate, with its reason, counted in metrics.jsonl.
@@ -275,11 +329,13 @@ class LoraStrategyMixin:
         return (from_array_record(arrays) if arrays is not None else None), metrics
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]):
-        replies = list(replies)
-        ok = [m for m in replies if m.has_content()]
+        outcomes, strays = match_replies(self._sent.pop("evaluate", []), replies)
+        self.ignore_strays(server_round, "evaluate", strays)
+        ok = [o.reply for o in outcomes if o.reply is not None and o.reply.has_content()]
         self.recorder.round(server_round)["evaluate-clients"] = [
-            {"node": m.metadata.src_node_id, **metrics_of(m)} if m.has_content()
-            else {"node": m.metadata.src_node_id, "error": m.error.reason} for m in replies]
+            {"node": o.node, "error": "no reply within strategy.round-timeout"} if o.reply is None
+            else {"node": o.node, **metrics_of(o.reply)} if o.reply.has_content()
+            else {"node": o.node, "error": o.reply.error.reason} for o in outcomes]
         metrics = super().aggregate_evaluate(server_round, ok)  # type: ignore[misc]
         if metrics is not None:
             self.recorder.round(server_round)["evaluate-aggregated"] = dict(metrics)

@@ -6,6 +6,10 @@ the float32 global arrays in `configure_train` (FedOpt and FedAvgM keep them for
 outgoing messages are cast to the wire dtype. These rules combine each tensor on its own (factor averaging for LoRA):
 `strategy.lora-aggregation = "product"` does not apply to them. FedMedian and FedTrimmedAvg ignore client weights
 for the arrays (Flower's behaviour); every strategy here weights the client metrics by `strategy.weight-by`.
+
+Flower's server optimisers keep state across rounds (FedAdam/FedYogi/FedAdagrad: moments `m_t`, `v_t`; FedAvgM: its
+momentum and its copy of the arrays): `state_dict` / `load_state` hand it to the per-round resume state, exactly
+(dtype included), so a resumed run takes the same server steps as one never stopped.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import numpy as np
+from flwr.app import Array, ArrayRecord
 from flwr.serverapp.strategy import FedAdagrad, FedAdam, FedAvgM, FedMedian, FedProx, FedTrimmedAvg, FedYogi
 
 from ..settings import Settings
@@ -36,7 +42,31 @@ class LoraFedProx(LoraStrategyMixin, FedProx):
         return {"proximal_mu": settings.strategy.proximal_mu}
 
 
-class _ServerAdam:
+def _prefixed(prefix: str, arrays: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:
+    return {f"{prefix}/{k}": v for k, v in (arrays or {}).items()}
+
+
+def _unprefixed(prefix: str, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+    """The arrays saved under `prefix/`, or None if none were (the parent had not made them yet)."""
+    found = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.split("/", 1)[0] == prefix}
+    return found or None
+
+
+class _ServerMoments:
+    """FedOpt's state: the moments m_t and v_t (None before the first aggregated round); its `current_arrays` is
+    set from the global adapter at every configure_train, so it need not be kept."""
+
+    m_t: dict[str, np.ndarray] | None
+    v_t: dict[str, np.ndarray] | None
+
+    def state_dict(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        return {**_prefixed("m_t", self.m_t), **_prefixed("v_t", self.v_t)}, {}
+
+    def load_state(self, arrays: dict[str, np.ndarray], info: dict[str, Any]) -> None:
+        self.m_t, self.v_t = _unprefixed("m_t", arrays), _unprefixed("v_t", arrays)
+
+
+class _ServerAdam(_ServerMoments):
     """FedAdam and FedYogi read the same keys."""
 
     keys = _ADAM_KEYS
@@ -61,7 +91,7 @@ class LoraFedYogi(_ServerAdam, LoraStrategyMixin, FedYogi):
     flower_server_lr = 0.01
 
 
-class LoraFedAdagrad(LoraStrategyMixin, FedAdagrad):
+class LoraFedAdagrad(_ServerMoments, LoraStrategyMixin, FedAdagrad):
     """FedAdagrad (Reddi et al. 2021)."""
 
     keys = ("strategy.server-learning-rate", "strategy.tau")
@@ -81,6 +111,19 @@ class LoraFedAvgM(LoraStrategyMixin, FedAvgM):
     def flower_arguments(cls, settings: Settings) -> dict[str, Any]:
         return {"server_learning_rate": server_learning_rate(settings, 1.0),
                 "server_momentum": settings.strategy.server_momentum}
+
+    def state_dict(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        # FedAvgM keeps its momentum as a list in the order of its arrays' keys
+        current = {k: a.numpy() for k, a in self.current_arrays.items()} if self.current_arrays is not None else {}
+        momentum = dict(zip(current, self.momentum_vector)) if self.momentum_vector is not None else {}
+        return {**_prefixed("current", current), **_prefixed("momentum", momentum)}, {}
+
+    def load_state(self, arrays: dict[str, np.ndarray], info: dict[str, Any]) -> None:
+        current, momentum = _unprefixed("current", arrays), _unprefixed("momentum", arrays)
+        order = list(self.global_keys)  # FedAvgM zips its arrays with the aggregate's, in the global key order
+        self.current_arrays = (ArrayRecord({k: Array(np.asarray(current[k])) for k in order})
+                               if current is not None else None)
+        self.momentum_vector = [momentum[k] for k in order] if momentum is not None else None
 
 
 class LoraFedMedian(LoraStrategyMixin, FedMedian):
