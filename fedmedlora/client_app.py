@@ -79,14 +79,13 @@ def _prepare(msg: Message, context: Context, split: str) -> tuple[Settings, Job,
     node = node_site(context.node_config, settings)
     config = msg.content["config"] if "config" in msg.content else {}
     start = time.perf_counter()
+    site, origin = load_node_site(node, settings)
     job = client_job(settings, node, agreed_vocabulary(config, settings, node))
-    site = job.sites[0]
-    clock.data(time.perf_counter() - start, load_node_site(node, settings)[1] != "read")
+    clock.data(time.perf_counter() - start, origin != "read")
     resident = job.resident()  # the base model, loaded now if this process has none (timed by the clock)
     start = time.perf_counter()
-    hit = job.cache is not None and site.content_key != ""
     job.tokenized(site.site_id, split)
-    clock.data(time.perf_counter() - start, hit)
+    clock.data(time.perf_counter() - start, job.tokenized_origin != "tokenized")
     load_adapter_state(resident.model, from_array_record(msg.content["arrays"]))
     return settings, job, site, site_index(config, context, node), clock
 

@@ -55,6 +55,7 @@ class Job:
         self.cache = cache
         self._tokenized: dict[tuple, Any] = {}
         self._tokenizer_digests: dict[tuple, str] = {}
+        self.tokenized_origin = ""
 
     @property
     def labels(self) -> list[str]:
@@ -79,13 +80,16 @@ class Job:
         the job has a cache and the site knows what it was made from."""
         resident = self.resident()
         key = (resident.key, site_id, split)
+        self.tokenized_origin = "memory"  # where the last call found it: memory, disk cache, or tokenized now
         if key not in self._tokenized:
             site = self.site(site_id)
             build = lambda: self.task.tokenize(site.split(split), resident.tokenizer)  # noqa: E731
+            hit = False
             if self.cache is not None and site.content_key:
-                self._tokenized[key], _ = self.cache.tokenized(self.tokenized_key(site, split, resident), build)
+                self._tokenized[key], hit = self.cache.tokenized(self.tokenized_key(site, split, resident), build)
             else:
                 self._tokenized[key] = build()
+            self.tokenized_origin = "disk cache" if hit else "tokenized"
         return self._tokenized[key]
 
     def tokenized_key(self, site: Site, split: str, resident: Resident) -> str:
