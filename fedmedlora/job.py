@@ -20,6 +20,7 @@ from typing import Any
 from .data.site_cache import SiteCache, tokenizer_digest
 from .data.sites import Site, load_sites
 from .local_cache import digest
+from .model.adapter import checkpoint_info
 from .model.loading import load_config, model_family
 from .model.resident import Resident, resident_model
 from .settings import Settings
@@ -103,9 +104,7 @@ class Job:
 
     def checkpoint_info(self, server_round: int, **extra: Any) -> dict[str, Any]:
         """What `fedmedlora.json` beside a `peft_<round>/` records, so eval.py can score the checkpoint alone."""
-        return {"round": server_round, "task": self.settings.data.task, "family": self.family,
-                "labels": self.labels, "base-model": self.settings.model.name,
-                "max-length": self.settings.data.max_length, **extra}
+        return checkpoint_info(self.settings, self.family, self.labels, server_round, **extra)
 
     def site_counts(self, site_id: int, split: str) -> dict[str, float]:
         """The count record of the resident model (with whatever adapter it holds) on one site's split."""

@@ -21,9 +21,10 @@ from typing import Any
 
 
 def cache_root(override: str | None = None) -> Path:
-    root = override or os.environ.get("FEDMEDLORA_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "fedmedlora")
-    return Path(os.path.expanduser(root))
+    """`override` (a node config's cache-dir), else the machine's cache (model/cache.py)."""
+    from .model.cache import cache_root as machine_cache
+
+    return Path(os.path.expanduser(override)) if override else machine_cache()
 
 
 def digest(*parts: Any) -> str:

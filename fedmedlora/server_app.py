@@ -27,7 +27,7 @@ from .federation.process_stats import ProcessLedger
 from .federation.roster import Roster, build_roster, query_sites
 from .job import Job, resolve_family
 from .model.adapter import initial_adapter_state, load_adapter_state, lora_config, save_checkpoint
-from .model.loading import require_cuda_for_quantization, resolve_model_source
+from .model.loading import check_model_settings
 from .recorder import RunRecorder
 from .run_config import load_settings
 from .settings import ConfigError, Settings
@@ -159,8 +159,7 @@ class RoundEnd:
 
 def run_server(grid: Grid, context: Context) -> dict[str, Any]:
     settings = load_settings(context.run_config)
-    require_cuda_for_quantization(settings.model.quantization, "the ServerApp")
-    resolve_model_source(settings.model.name)  # a bad model name fails before any site is asked anything
+    check_model_settings(settings, "the ServerApp")  # a bad model name or quantization fails before any site is asked
     family = resolve_family(settings)
     nodes = wait_for_nodes(grid, settings)
     replies = query_sites(grid, nodes, settings.strategy.round_timeout)

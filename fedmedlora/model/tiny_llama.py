@@ -17,7 +17,7 @@ from pathlib import Path
 
 from fedmedlora_data import data_path
 
-from ..local_cache import cache_root
+from .cache import cache_root
 
 
 @dataclass(frozen=True)
@@ -49,8 +49,6 @@ SPECS: dict[str, TinyLlamaSpec] = {
 }
 
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>"]
-
-
 
 
 def _corpus(spec: TinyLlamaSpec) -> list[str]:
