@@ -113,3 +113,27 @@ def test_a_converted_base_model_is_saved_once_and_read_back(tmp_path):
     resident.resident_model(parse_run_config(as_stored), "", [], cache_dir=tmp_path / "f32")
     assert not (tmp_path / "f32").exists()  # loaded as stored: nothing to convert, nothing copied
     resident._SLOT.clear()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU 4-bit path (bitsandbytes' CPU backend)")
+def test_a_4bit_base_is_quantized_once_and_read_back_trainable(tmp_path):
+    """model.quantization = 4: the first load quantizes to NF4 and saves the packed weights; a new process reads them
+    back without quantizing, identical, and LoRA on top still gets gradients."""
+    settings = parse_run_config({"model.name": "builtin:tiny-llama-micro", "model.quantization": 4,
+                                 "lora.target-modules": "q_proj,v_proj"})
+    hits = base_cache.cache_hits()
+    resident._SLOT.clear()
+    first = resident.resident_model(settings, "", [], cache_dir=tmp_path).model
+    packed = {k: v.clone() for k, v in first.state_dict().items() if "lora_" not in k}
+    assert any(v.dtype == torch.uint8 for v in packed.values())  # NF4, two weights a byte
+    resident._SLOT.clear()
+    again = resident.resident_model(settings, "", [], cache_dir=tmp_path).model
+    assert base_cache.cache_hits() == hits + 1
+    for key, value in again.state_dict().items():
+        if "lora_" not in key:
+            assert value.dtype == packed[key].dtype and torch.equal(value, packed[key]), key
+    ids = torch.randint(0, 100, (2, 12))
+    again(input_ids=ids, labels=ids).loss.backward()
+    grads = [p.grad for n, p in again.named_parameters() if "lora_B" in n]
+    assert grads and all(g is not None and g.abs().sum() > 0 for g in grads)
+    resident._SLOT.clear()
