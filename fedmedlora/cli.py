@@ -1,5 +1,6 @@
 """The `fedmedlora` command: `run` (a supervised `flwr run`), `config` (keys, presets), `eval` (the eval module),
-`experiment` (zero-shot, single-site, centralized and federated side by side)."""
+`experiment` (zero-shot, single-site, centralized and federated side by side), and the deployment commands `certs`,
+`superlink`, `supernode`, `connect`, `submit` (launch/operator_cli.py)."""
 
 from __future__ import annotations
 
@@ -43,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     config.add_argument("--pyproject", action="store_true", help="print the [tool.flwr.app.config] block")
     config.add_argument("--check", nargs="+", metavar="PRESET", help="validate preset files")
 
+    from .launch.operator_cli import COMMANDS as OPERATOR_COMMANDS, add_commands, run_command
+
+    add_commands(sub)
     sub.add_parser("eval", help="score checkpoints (same flags as eval/eval.py)", add_help=False)
     sub.add_parser("experiment", help="zero-shot, single-site, centralized and federated side by side "
                    "(see fedmedlora/experiment/)", add_help=False)
@@ -58,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return experiment_main(argv[1:], prog="fedmedlora experiment")
     args = parser.parse_args(argv)
+    if args.command in OPERATOR_COMMANDS:
+        return run_command(args)
     if args.command == "run":
         from .launch.launcher import run as launch
 

@@ -1,71 +1,130 @@
-"""The ClientApp: one site's local training and evaluation of the global adapter.
+"""The ClientApp: one site's description, local training, and evaluation of the global adapter on its own data.
 
-Each call: the resident base model (loaded once per worker) takes the global adapter from the message, trains with
-a fresh optimizer on the site's training split (tokenized once per worker), and replies with the adapter tensors
-only, in the wire dtype, plus the metrics the server records.
+Every handler starts from this node's site (federation/node_site.py: the files its node config names, or a
+partition of the bundled pool) and the label set the server sends with every message. What leaves the site:
+
+- query (before round 1): label names and counts (federation/site_report.py);
+- train: the adapter tensors in the wire dtype, plus example/token counts and training figures;
+- evaluate: the count record of its own held-out split (tp/fp/fn per agreed label name, loss sums; tasks/base.py),
+  never a prediction or a row;
+
+each with the process figures of federation/process_stats.py. The resident base model (loaded once per worker) takes
+the global adapter from the message; training uses a fresh optimizer on the site's training split.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+import zlib
+from collections.abc import Mapping
 from typing import Any
 
 from flwr.app import Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from .job import get_job
+from .data.sites import Site
+from .federation.node_site import POOL, NodeSite, client_job, load_node_site, node_site, pool_vocabulary
+from .federation.process_stats import MessageClock
+from .federation.site_report import site_records
+from .job import Job, resolve_family
 from .model.adapter import adapter_state, load_adapter_state
 from .model.loading import require_cuda_for_quantization
 from .model.resident import base_model_loads
 from .model.training import ProximalTerm, round_seed, train_locally
 from .settings import ConfigError, Settings, parse_run_config
+from .tasks.registry import task_class
 from .wire import from_array_record, to_array_record
 
 LOG = logging.getLogger(__name__)
 app = ClientApp()
 
 
-def site_of(context: Context, settings: Settings) -> int:
-    """This node's site: `partition-id` from the node config (set by the simulation, or by the operator)."""
-    node_config = context.node_config
-    if "partition-id" not in node_config:
-        raise ConfigError(["this SuperNode has no 'partition-id' in its node config: start it with "
-                           "--node-config \"partition-id=<k> num-partitions=<n>\""])
-    site, count = int(node_config["partition-id"]), int(node_config.get("num-partitions", settings.data.num_sites))
-    if count != settings.data.num_sites:
-        raise ConfigError([f"key 'data.num-sites' = {settings.data.num_sites}, but the federation has {count} "
-                           f"SuperNodes: run with --federation-config \"num-supernodes={settings.data.num_sites}\" "
-                           "(`fedmedlora run` sets it for you)"])
-    return site
-
-
-def _prepare(msg: Message, context: Context) -> tuple[Settings, Any, int]:
+def _settings(context: Context) -> Settings:
     settings = parse_run_config(context.run_config)
     require_cuda_for_quantization(settings.model.quantization, "this ClientApp")
-    site = site_of(context, settings)
-    job = get_job(settings)
-    load_adapter_state(job.resident().model, from_array_record(msg.content["arrays"]))
-    return settings, job, site
+    return settings
+
+
+def _rows(site: Site) -> list[dict[str, Any]]:
+    return [r for split in ("train", "val", "test") for r in site.split(split)]
+
+
+def site_index(config: Mapping[str, Any], context: Context, node: NodeSite) -> int:
+    """This site's place in the federation: from the server's `site-nodes` list (every message after the query
+    carries it), else the node's partition-id, else -1 (not placed)."""
+    nodes = config.get("site-nodes")
+    if nodes and str(context.node_id) in list(nodes):
+        return list(nodes).index(str(context.node_id))
+    return node.partition_id
+
+
+def agreed_vocabulary(config: Mapping[str, Any], settings: Settings, node: NodeSite) -> list[str]:
+    """The label set every site and the server use: sent by the server, else data.labels, else (a partition of
+    the pool, when called outside a server-driven run) the pool's own."""
+    if "labels" in config:
+        return [str(label) for label in config["labels"]]
+    if settings.labels:
+        return settings.labels
+    if node.kind == POOL:
+        return pool_vocabulary(settings)
+    raise ConfigError(["the message carries no label set ('labels') and key 'data.labels' is empty: this site "
+                       "cannot know the federation's labels from its own data alone"])
+
+
+def _prepare(msg: Message, context: Context, split: str) -> tuple[Settings, Job, Site, int, MessageClock]:
+    """Settings, this site's job with the global adapter loaded, the split tokenized, and the message's clock."""
+    clock = MessageClock()
+    settings = _settings(context)
+    node = node_site(context.node_config, settings)
+    config = msg.content["config"] if "config" in msg.content else {}
+    start = time.perf_counter()
+    site, origin = load_node_site(node, settings)
+    job = client_job(settings, node, agreed_vocabulary(config, settings, node))
+    clock.data(time.perf_counter() - start, origin != "read")
+    resident = job.resident()  # the base model, loaded now if this process has none (timed by the clock)
+    start = time.perf_counter()
+    job.tokenized(site.site_id, split)
+    clock.data(time.perf_counter() - start, job.tokenized_origin != "tokenized")
+    load_adapter_state(resident.model, from_array_record(msg.content["arrays"]))
+    return settings, job, site, site_index(config, context, node), clock
+
+
+@app.query()
+def query(msg: Message, context: Context) -> Message:
+    """Describe this site: its name, its label names, counts per split (no text)."""
+    clock = MessageClock()
+    settings = _settings(context)
+    node = node_site(context.node_config, settings)
+    start = time.perf_counter()
+    site, origin = load_node_site(node, settings)
+    clock.data(time.perf_counter() - start, origin != "read")
+    vocabulary = task_class(settings, resolve_family(settings)).vocabulary(_rows(site))
+    description, counts = site_records(site, settings.data.task, node.kind, node.partition_id, vocabulary)
+    return Message(RecordDict({"site": description, "counts": counts, "metrics": MetricRecord(clock.metrics())}),
+                   reply_to=msg)
 
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    settings, job, site = _prepare(msg, context)
     config = msg.content["config"]
+    settings, job, site, index, clock = _prepare(msg, context, "train")
     server_round = int(config["server-round"])
-    train_dataset = job.tokenized(site, "train")
+    train_dataset = job.tokenized(site.site_id, "train")
     mu = float(config.get("proximal-mu", 0.0))  # sent by FedProx: the proximal term is applied here, on the client
+    seed_site = index if index >= 0 else zlib.crc32(site.name.encode()) % 10_007
     metrics: dict[str, Any] = train_locally(
         settings, job.task, job.resident(), train_dataset,
         learning_rate=float(config["learning-rate"]),
-        seed=round_seed(settings, server_round, site),
+        seed=round_seed(settings, server_round, seed_site),
         extra_loss=ProximalTerm(mu) if mu > 0 else None,
     )
     metrics.update({
         "num-examples": len(train_dataset),
         "num-tokens": job.task.count_tokens(train_dataset),
-        "site": site,
+        "site": index,
         "model-loads": base_model_loads(),
+        **clock.metrics(),
     })
     arrays = to_array_record(adapter_state(job.resident().model), settings.strategy.wire_dtype)
     return Message(RecordDict({"arrays": arrays, "metrics": MetricRecord(metrics)}), reply_to=msg)
@@ -73,9 +132,10 @@ def train(msg: Message, context: Context) -> Message:
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
-    settings, job, site = _prepare(msg, context)
-    result = job.evaluate(settings.evaluate.split, [site])
-    metrics = {k: float(v) for k, v in result["pooled"].items() if isinstance(v, (int, float)) and "/" not in k}
-    metrics.update({"num-examples": len(job.sites[site].split(settings.evaluate.split)),
-                    "num-tokens": len(job.sites[site].split(settings.evaluate.split)), "site": site})
-    return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
+    """The count record of the global adapter on this site's own `evaluate.split` (merged by the server)."""
+    settings = _settings(context)
+    split = settings.evaluate.split
+    settings, job, site, index, clock = _prepare(msg, context, split)
+    counts = job.site_counts(site.site_id, split)
+    metrics = {"num-examples": len(site.split(split)), "site": index, **clock.metrics()}
+    return Message(RecordDict({"counts": MetricRecord(counts), "metrics": MetricRecord(metrics)}), reply_to=msg)

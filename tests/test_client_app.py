@@ -78,5 +78,5 @@ def test_federation_size_mismatch_is_explained(initial):
         client_app.train(train_message(initial, node_id=1), node_context(RUN_CONFIG, 0, 2))
     ctx = node_context(RUN_CONFIG, 0, 3)
     ctx.node_config.clear()
-    with pytest.raises(ConfigError, match="no 'partition-id' in its node config"):
+    with pytest.raises(ConfigError, match="node config names no data: start it with --node-config 'data-path="):
         client_app.train(train_message(initial, node_id=1), ctx)

@@ -42,8 +42,11 @@ def _check_common(proc, run_dir: Path, rounds: int) -> list[dict]:
         assert record["replies"] == record["usable"] > 0 and not record["excluded"]
         # one Ray actor serves every site on 2 cores: the base model was loaded once in it for the whole run
         assert {c["model-loads"] for c in record["clients"]} == {1}
-        comm = record["comm"]
-        assert comm["sent-mib"] == pytest.approx(comm["received-mib"]) and comm["sent-mib"] > 0
+        train = record["comm"]["train"]  # what goes out to train comes back; evaluation sends the adapter, gets counts
+        assert train["sent-mib"] == pytest.approx(train["received-mib"]) and train["sent-mib"] > 0
+        evaluate = record["comm"]["evaluate"]
+        assert evaluate["sent-mib"] == pytest.approx(2 * train["sent-mib"], rel=0.05)  # float32 vs float16
+        assert evaluate["received-mib"] == 0
     assert records[-1]["comm"]["total-sent-mib"] == pytest.approx(sum(r["comm"]["sent-mib"] for r in records))
     assert (run_dir / f"peft_{rounds}" / "adapter_model.safetensors").exists()
     return records

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from fedmedlora.launch.grid import run_in_process
-from fedmedlora.job import Job
+from fedmedlora.federation.evaluation import FederatedEvaluation
 from fedmedlora.recorder import read_metrics
 
 from helpers import TINY_NER
@@ -36,7 +36,7 @@ def test_entity_f1_rises_and_every_round_is_recorded(tmp_path):
 
 def test_results_written_before_a_failure_are_kept(tmp_path, monkeypatch):
     calls = {"n": 0}
-    original = Job.evaluate
+    original = FederatedEvaluation.__call__
 
     def failing_evaluate(self, *args, **kwargs):
         calls["n"] += 1
@@ -44,7 +44,7 @@ def test_results_written_before_a_failure_are_kept(tmp_path, monkeypatch):
             raise RuntimeError("disk on fire")
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(Job, "evaluate", failing_evaluate)
+    monkeypatch.setattr(FederatedEvaluation, "__call__", failing_evaluate)
     with pytest.raises(RuntimeError, match="disk on fire"):
         run_in_process({**TINY_NER, "run.results-dir": str(tmp_path), "run.name": "fails"})
     run_dir = tmp_path / "fails"

@@ -55,6 +55,12 @@ def relation_labels(rows: list[dict[str, Any]]) -> list[str]:
     return ([NONE_LABEL] if NONE_LABEL in labels else []) + types
 
 
+def union_relation_labels(label_sets: list[list[str]]) -> list[str]:
+    """The labels of several sites together, in `relation_labels`' order ("none" first, then sorted types)."""
+    labels = {label for labels in label_sets for label in labels}
+    return ([NONE_LABEL] if NONE_LABEL in labels else []) + sorted(labels - {NONE_LABEL})
+
+
 def relation_counts(rows: list[dict[str, Any]]) -> dict[str, int]:
     """Gold relations per type (per-site statistics)."""
     return dict(sorted(Counter(rel["type"] for r in rows for rel in r["relations"]).items()))

@@ -20,12 +20,13 @@ from .rows import load_rows
 
 @dataclass
 class Site:
-    site_id: int
-    name: str  # natural id (source) for natural partitioning, else "site<k>"
+    site_id: int  # index in the federation; -1 for a site's own data until the server places it (own_site.py)
+    name: str  # natural id (source) for natural partitioning, else "site<k>"; a site's own data: its name
     train: list[dict[str, Any]]
     val: list[dict[str, Any]]
     test: list[dict[str, Any]]
     sources: dict[str, int] = field(default_factory=dict)
+    content_key: str = ""  # digest of what the rows were made from (site_cache.py), "" when not computed
 
     def split(self, name: str) -> list[dict[str, Any]]:
         return {"train": self.train, "val": self.val, "test": self.test}[name]
@@ -55,8 +56,9 @@ def _partitioner(settings: Settings, columns: list[str]) -> Any:
     )
 
 
-def _hold_out(rows: list[dict[str, Any]], settings: Settings, site_id: int) -> tuple[list, list, list]:
-    rng = random.Random(settings.run.seed * 1009 + site_id)
+def hold_out(rows: list[dict[str, Any]], settings: Settings, seed: int | str) -> tuple[list, list, list]:
+    """(train, val, test) of one site's rows: shuffled with `seed`, the fractions held out, the caps applied."""
+    rng = random.Random(seed)
     rows = list(rows)
     rng.shuffle(rows)
     n_test = round(len(rows) * settings.data.test_fraction)
@@ -90,7 +92,7 @@ def load_sites(settings: Settings) -> list[Site]:
                                "and a test split (raise data.dirichlet-alpha or lower data.num-sites)"])
         name = (partitioner.partition_id_to_natural_id[site_id]
                 if settings.data.partitioning == "natural" else f"site{site_id}")
-        train, val, test = _hold_out(part_rows, settings, site_id)
+        train, val, test = hold_out(part_rows, settings, settings.run.seed * 1009 + site_id)
         sites.append(Site(site_id, str(name), train, val, test, dict(Counter(r["source"] for r in part_rows))))
     return sites
 

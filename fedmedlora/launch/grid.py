@@ -60,14 +60,19 @@ class NodeIdsGrid:
 
 
 class InProcessGrid(Grid):
-    """Nodes 1..n play sites 0..n-1 (node_config partition-id / num-partitions, as in a simulation)."""
+    """Nodes 1..n play sites 0..n-1 (node_config partition-id / num-partitions, as in a simulation, unless
+    `node_configs` gives each node its own, e.g. a `data-path`)."""
 
     SERVER_NODE_ID = 0
 
-    def __init__(self, client_app: Any, run_config: dict[str, Any], num_nodes: int, run_id: int = 1):
+    def __init__(self, client_app: Any, run_config: dict[str, Any], num_nodes: int, run_id: int = 1,
+                 node_configs: list[dict[str, Any]] | None = None):
         self.client_app = client_app
         self.run_id = run_id
         self.contexts = {site + 1: node_context(run_config, site, num_nodes, run_id) for site in range(num_nodes)}
+        for node, config in enumerate(node_configs or [], start=1):
+            self.contexts[node].node_config.clear()
+            self.contexts[node].node_config.update(config)
         self.calls: list[tuple[int, str]] = []  # (node, message type): what the server asked of whom
 
     # --- the parts of Grid the strategies use ----------------------------------------------------------------------
@@ -111,14 +116,16 @@ class InProcessGrid(Grid):
         raise NotImplementedError
 
 
-def run_in_process(run_config: dict[str, Any], num_sites: int | None = None) -> dict[str, Any]:
+def run_in_process(run_config: dict[str, Any], num_sites: int | None = None,
+                   node_configs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """One whole federated run in this process; returns what `run_server` returns (run dir, per-round records)."""
     from ..client_app import app as client_app
     from ..run_config import load_settings
     from ..server_app import run_server
 
     settings = load_settings(run_config)
-    grid = InProcessGrid(client_app, run_config, num_sites or settings.data.num_sites)
+    grid = InProcessGrid(client_app, run_config, num_sites or len(node_configs or []) or settings.data.num_sites,
+                         node_configs=node_configs)
     set_task_identity(grid.run_id, InProcessGrid.SERVER_NODE_ID)
     context = Context(run_id=grid.run_id, node_id=InProcessGrid.SERVER_NODE_ID, node_config={},
                       state=RecordDict(), run_config=dict(run_config))

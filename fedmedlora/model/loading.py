@@ -10,6 +10,7 @@ Transformers, so HF_HUB_OFFLINE and the HF cache apply as usual).
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from .quantization import keep_4bit_layers_trainable_on_cpu, quantized_device_map, require_quantization_support
@@ -157,11 +158,13 @@ def load_base_model(
     attn_implementation: str = "",
     gradient_checkpointing: bool = False,
     head: str = "token",
+    cache_dir: Path | None = None,
 ) -> Any:
     """The frozen base model, on the GPU when there is one (device_map), else on the CPU.
 
     An encoder gets a new classification head over `id2label`: per token (`head="token"`) or per example
-    (`head="sequence"`); the task says which (`task.head`).
+    (`head="sequence"`); the task says which (`task.head`). With `cache_dir`, a base that is converted on loading
+    (quantized, or cast to another dtype than stored) is converted once and read back from there (base_cache.py).
     """
     import torch
     from transformers import AutoModelForCausalLM
@@ -176,17 +179,31 @@ def load_base_model(
         kwargs["device_map"] = quantized_device_map()
     if family != "causal" and (not num_labels or not id2label):
         raise ValueError(f"an encoder for {head} classification needs its label set")
-    with quiet_loading():
-        if family == "causal":
-            model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
-        else:
-            model = encoder_auto_class(head).from_pretrained(
-                source,
+
+    def from_pretrained(converted: str | None) -> Any:
+        """The weights of `source`, or of an already converted copy (which carries its own quantization)."""
+        path, args = (source, kwargs) if converted is None else (
+            converted, {k: v for k, v in kwargs.items() if k != "quantization_config"})
+        with quiet_loading():
+            if family == "causal":
+                return AutoModelForCausalLM.from_pretrained(path, **args)
+            return encoder_auto_class(head).from_pretrained(
+                path,
                 num_labels=num_labels,
                 id2label=id2label,
                 label2id={v: k for k, v in id2label.items()},
-                **kwargs,
+                **args,
             )
+
+    from .base_cache import converted_entry, load_converted, needs_conversion, note_load
+
+    if cache_dir is not None and needs_conversion(load_config(name), dtype, quantization):
+        entry = converted_entry(Path(cache_dir), source, family, head, list((id2label or {}).values()), dtype,
+                                quantization)
+        model, hit = load_converted(entry, from_pretrained)
+        note_load(hit)
+    else:
+        model = from_pretrained(None)
     if quantization:
         from peft import prepare_model_for_kbit_training
 

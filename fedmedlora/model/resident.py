@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ..settings import ConfigError, Settings
@@ -35,6 +37,7 @@ class Resident:
 _LOCK = threading.Lock()
 _SLOT: dict[str, Resident] = {}
 _LOADS = 0
+_LOAD_SECONDS = 0.0
 
 
 def base_model_loads() -> int:
@@ -42,10 +45,16 @@ def base_model_loads() -> int:
     return _LOADS
 
 
-def resident_model(settings: Settings, head: str, labels: list[str]) -> Resident:
+def base_model_load_seconds() -> float:
+    """Seconds this process has spent loading base models (weights, PEFT wrapper, tokenizer)."""
+    return _LOAD_SECONDS
+
+
+def resident_model(settings: Settings, head: str, labels: list[str], cache_dir: Path | None = None) -> Resident:
     """The process's model for these settings and task head ("" a causal LM, "token"/"sequence" an encoder's new
-    classification head over `labels`), loaded now unless the slot already holds it."""
-    global _LOADS
+    classification head over `labels`), loaded now unless the slot already holds it (with `cache_dir`, a converted
+    base is kept there: base_cache.py)."""
+    global _LOADS, _LOAD_SECONDS
     family = family_of_head(head)
     key = (tuple(settings[k] for k in MODEL_KEYS), head, tuple(labels))
     with _LOCK:
@@ -55,6 +64,7 @@ def resident_model(settings: Settings, head: str, labels: list[str]) -> Resident
         _SLOT.clear()
         from peft import get_peft_model
 
+        start = time.perf_counter()
         base = load_base_model(
             settings.model.name,
             family,
@@ -65,6 +75,7 @@ def resident_model(settings: Settings, head: str, labels: list[str]) -> Resident
             attn_implementation=settings.model.attn_implementation,
             gradient_checkpointing=settings.model.gradient_checkpointing,
             head=head or "token",
+            cache_dir=cache_dir,
         )
         missing = missing_target_modules(base, settings.target_modules)
         if missing:
@@ -73,6 +84,7 @@ def resident_model(settings: Settings, head: str, labels: list[str]) -> Resident
         model = get_peft_model(base, lora_config(settings, head))
         tokenizer = load_tokenizer(settings.model.name, family)
         _LOADS += 1
+        _LOAD_SECONDS += time.perf_counter() - start
         LOG.info("loaded base model %s (%s) into this process (load #%d)", settings.model.name, family, _LOADS)
         resident = Resident(model=model, tokenizer=tokenizer, family=family, labels=tuple(labels), key=key)
         _SLOT["model"] = resident

@@ -73,6 +73,9 @@ def _sampling(s: Settings) -> list[str]:
     if s.strategy.min_replies > (per_round or sites):
         problems.append(f"key 'strategy.min-replies' = {s.strategy.min_replies}: more than the "
                         f"{per_round or sites} clients sampled per round")
+    if s.evaluate.sites > sites:
+        problems.append(f"key 'evaluate.sites' = {s.evaluate.sites}: more than the {sites} sites (data.num-sites); "
+                        "allowed 0 (all) to data.num-sites")
     return problems
 
 

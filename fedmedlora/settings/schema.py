@@ -97,6 +97,14 @@ class DataSettings:
     max_length: int = key(128,
         'tokens per example (longer examples are truncated; re on an encoder keeps a window around the '
         'marked pair)', check=positive)
+    labels: str = key('',
+        'comma-separated label set the task predicts (ner: entity types; re: relation labels, "none" '
+        'first where candidate pairs may hold no relation); empty: the union of the label names the sites '
+        'report when the run starts')
+    server_datasets: str = key('',
+        "datasets the server itself holds (public data, never a site's), named as in data.datasets: "
+        'Fed-MedLoRA+ scores client adapters on them, and the server scores the global adapter on them '
+        'when it evaluates; empty: none')
 
 
 @dataclass(frozen=True)
@@ -228,10 +236,14 @@ class EvaluateSettings:
     """Evaluation of the global adapter and checkpoints."""
 
     server: bool = key(True,
-        "server-side evaluation of the global adapter after every round on each site's held-out split "
-        '(simulation; in deployment the server holds no site data)')
-    fraction: float = key(0.0,
-        'share of sites that evaluate the global adapter on their own split', check=unit_interval)
+        'evaluate the global adapter (round 0, every evaluate.every rounds, the last round): each sampled '
+        "site scores it on its own held-out split and returns counts, which the server merges into per-site "
+        'and pooled metrics; the server also scores it on data.server-datasets if set')
+    every: int = key(1,
+        'evaluate at round 0, every N-th round and the last round (0: round 0 and the last only)',
+        check=non_negative)
+    sites: int = key(0,
+        'sites sampled for each evaluation (0: all), drawn from run.seed and the round', check=non_negative)
     split: str = key('test',
         'held-out split used by evaluation', choices=('val', 'test'))
     batch_size: int = key(64,
@@ -278,6 +290,20 @@ class Settings:
     @property
     def clients_per_round(self) -> int:
         return self.strategy.clients_per_round or self.data.num_sites
+
+    @property
+    def labels(self) -> list[str]:
+        return [d.strip() for d in self.data.labels.split(",") if d.strip()]
+
+    @property
+    def server_datasets(self) -> list[str]:
+        return [d.strip() for d in self.data.server_datasets.split(",") if d.strip()]
+
+    def evaluates(self, server_round: int) -> bool:
+        """Whether the global adapter is evaluated after `server_round` (0: the initial adapter)."""
+        every = self.evaluate.every
+        return (self.evaluate.server and (server_round in (0, self.num_server_rounds)
+                                          or bool(every and server_round % every == 0)))
 
     def learning_rate(self, server_round: int) -> float:
         """Learning rate of a round: cosine from max (round 1) to min (last round), constant within a round."""

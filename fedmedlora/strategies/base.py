@@ -60,12 +60,13 @@ def flower_sampling_kwargs(settings: Settings, weight_by: str) -> dict[str, Any]
     and a round needs only `strategy.min-replies` nodes, not every site (a lost site must not hang the run).
     """
     sites, per_round = settings.data.num_sites, settings.clients_per_round
-    eval_fraction = settings.evaluate.fraction
     return {
         "fraction_train": per_round / sites,
         "min_train_nodes": per_round,
-        "fraction_evaluate": eval_fraction,
-        "min_evaluate_nodes": max(1, int(eval_fraction * sites)) if eval_fraction > 0 else 0,
+        # Flower's evaluate phase averages client metrics; evaluation merges the sites' counts instead, in the
+        # ServerApp's round end (federation/evaluation.py), so the strategy's own phase stays off.
+        "fraction_evaluate": 0.0,
+        "min_evaluate_nodes": 0,
         "min_available_nodes": settings.strategy.min_replies,
         "weighted_by_key": WEIGHT_KEYS[weight_by],
         "train_metrics_aggr_fn": aggregate_client_metrics,
@@ -98,9 +99,11 @@ class Reply:
         return f"site {int(site)}" if isinstance(site, (int, float)) else f"node {self.node}"
 
 
-# Client metrics that are per-client facts, not quantities to average across clients.
+# Client metrics that are per-client facts, not quantities to average across clients (summed instead), and those
+# that only identify a client (federation/process_stats.py: which process served it).
 _NOT_AVERAGED = {"site", "model-loads", "num-examples", "num-tokens", "train-examples-seen", "train-tokens-seen",
-                 "train-steps"}
+                 "train-steps", "model-loaded", "model-load-seconds", "startup-seconds", "data-seconds"}
+_NOT_AGGREGATED = {"site", "pid", "process-messages", "data-from-cache", "model-from-cache"}
 
 
 def combine_client_metrics(metrics: list[dict[str, Any]], weight_key: str) -> dict[str, float]:
@@ -111,7 +114,7 @@ def combine_client_metrics(metrics: list[dict[str, Any]], weight_key: str) -> di
     out: dict[str, float] = {}
     for key in metrics[0] if metrics else []:
         values = [m.get(key) for m in metrics]
-        if key not in shared or key == "site" or not all(isinstance(v, (int, float)) for v in values):
+        if key not in shared or key in _NOT_AGGREGATED or not all(isinstance(v, (int, float)) for v in values):
             continue
         if key in _NOT_AVERAGED:
             out[key] = float(sum(values)) if key != "model-loads" else float(max(values))
@@ -129,6 +132,7 @@ def aggregate_client_metrics(records: list[Any], weight_key: str) -> MetricRecor
 class LoraStrategyMixin:
     keys: ClassVar[tuple[str, ...]] = ()
     product: ClassVar[bool] = False
+    needs_validation_set: ClassVar[bool] = False  # set-up reads validation rows the server holds (job.sites' val)
     settings: Settings
     recorder: RunRecorder
     global_keys: dict[str, tuple[int, ...]]

@@ -1,6 +1,7 @@
 """Fed-MedLoRA+ (Fed-MedLoRA seed): clients weighted by their adapter's loss on a server-held validation set.
 
-Each round the server scores every usable reply's adapter on the pooled validation set (`server_validation.py`)
+Each round the server scores every usable reply's adapter on a validation set it holds (`server_validation.py`:
+`data.server-datasets`, or in a simulation over the bundled pool the sites' pooled val splits)
 and weights client k by softmax(-L_k / T) (`strategy.validation-weighting = "seed"`: the seed's
 exp(1 - L_k) / sum_j exp(1 - L_j) at T = 1, data size ignored) or by n_k softmax(-L_k / T) ("size-weighted": the
 paper's "data size x validation utility", n from `strategy.weight-by`). The weighted average then combines the
@@ -28,15 +29,16 @@ Scorer = Callable[[Mapping[str, np.ndarray]], float]
 class LoraFedMedLoRAPlus(LoraFedAvg):
     keys = ("strategy.lora-aggregation", "strategy.validation-weighting", "strategy.temperature",
             "strategy.validation-loss", "strategy.validation-max-examples")
+    needs_validation_set = True
     scorer: Scorer
     validation_info: dict
 
     @classmethod
     def settings_problems(cls, settings: Settings) -> list[str]:
-        if settings.data.val_fraction <= 0:
+        if not settings.server_datasets and settings.data.val_fraction <= 0:
             return [f"key 'data.val-fraction' = {settings.data.val_fraction}: strategy.name = 'fed-medlora-plus' "
-                    "scores clients on a server validation set pooled from the sites' val splits; set "
-                    "data.val-fraction > 0 (e.g. 0.1)"]
+                    "scores clients on a validation set the server holds: name it in data.server-datasets, or (a "
+                    "simulation over the bundled pool) set data.val-fraction > 0 to pool the sites' val splits"]
         return []
 
     def setup(self, job: Any) -> dict[str, Any]:

@@ -1,7 +1,9 @@
 """The server-held validation set of Fed-MedLoRA+ and the loss of one client adapter on it.
 
-The set is the union of every site's `val` split (the seed's server holds one validation file per site), optionally
-capped by `strategy.validation-max-examples` with a sample drawn from `run.seed` (site shares kept in expectation).
+The set is the val split of every site the server job holds: the server's own data (`data.server-datasets`,
+data/server_site.py), or, in a simulation over the bundled pool only, every site's val split (the seed's server holds
+one validation file per site); optionally capped by `strategy.validation-max-examples` with a sample drawn from
+`run.seed` (site shares kept in expectation).
 Rows are tokenized once, through the job's per-process cache. Scoring loads the client's adapter into the job's
 resident model (`load_adapter_state`): one base model in memory however many clients reply. The resident model is
 left holding the last scored adapter; `RoundEnd` loads the global adapter before it evaluates.
@@ -35,10 +37,10 @@ class ServerValidation:
         sizes = [len(site.split("val")) for site in job.sites]
         total = sum(sizes)
         if total == 0:
-            raise ConfigError([f"key 'strategy.name' = 'fed-medlora-plus' needs a server validation set, but the "
-                               f"sites' val splits are empty (data.val-fraction = {settings.data.val_fraction}, "
-                               f"data.max-eval-examples = {settings.data.max_eval_examples}): raise "
-                               "data.val-fraction"])
+            raise ConfigError([f"key 'strategy.name' = 'fed-medlora-plus' needs a server validation set, but "
+                               f"data.server-datasets = {settings.data.server_datasets!r} and the pool's val "
+                               f"splits are empty (data.val-fraction = {settings.data.val_fraction}, "
+                               f"data.max-eval-examples = {settings.data.max_eval_examples})"])
         cap = settings.strategy.validation_max_examples
         picked = range(total) if not cap or cap >= total else sorted(random.Random(settings.run.seed).sample(
             range(total), cap))
@@ -48,10 +50,11 @@ class ServerValidation:
             site = int(np.searchsorted(offsets, index, side="right") - 1)
             per_site[site].append(index - int(offsets[site]))
         self.parts: list[tuple[int, list[dict[str, Any]], Any]] = []
-        for site, indices in per_site.items():
+        for position, indices in per_site.items():
             if not indices:
                 continue
-            rows = job.sites[site].split("val")
+            site = job.sites[position].site_id
+            rows = job.sites[position].split("val")
             dataset = job.tokenized(site, "val")
             if len(indices) < len(rows):
                 rows, dataset = [rows[i] for i in indices], dataset.select(indices)

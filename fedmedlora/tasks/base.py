@@ -3,14 +3,21 @@
 The registry that picks a class by (data.task, model family) is registry.py. A task turns rows into a tokenized dataset, builds the trainer for one client round, predicts a split into an
 outcome (gold and predicted items plus the summed loss), merges outcomes across sites and scores them. Outcomes are
 dataclasses whose list fields concatenate and whose numbers add, so one `merge_outcomes` serves every task.
+
+Scores are mergeable from counts: `counts(outcome)` is a flat record of numbers (tp/fp/fn per mode and per agreed
+label name, loss sums, examples) whose key-wise sum over sites is the record of the pooled outcome, and
+`score_counts(record)` gives the metrics; `score(outcome)` is `score_counts(counts(outcome))`, so the metrics a site's
+counts give on the server are the metrics its predictions would give there. This is what lets each site score its
+own held-out split and send numbers only (federated evaluation).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Protocol, TypeVar
 
+from ..scoring.count_record import sum_records
 from ..settings import Settings
 
 
@@ -58,6 +65,10 @@ class Task(Protocol):
     def vocabulary(rows: list[dict[str, Any]]) -> list[str]:
         """What the task predicts, read from the data: entity types, relation labels, or nothing."""
 
+    @staticmethod
+    def union_vocabulary(vocabularies: Sequence[Sequence[str]]) -> list[str]:
+        """`vocabulary` of several sites' rows together, from each site's `vocabulary` (no rows needed)."""
+
     def tokenize(self, rows: list[dict[str, Any]], tokenizer: Any) -> Any:
         """A `datasets.Dataset` the trainer and `predict` read (tokenized once per process by the job)."""
 
@@ -73,8 +84,18 @@ class Task(Protocol):
     def merge(self, outcomes: Sequence[Outcome]) -> Outcome: ...
 
     @staticmethod
-    def score(outcome: Outcome) -> dict[str, float]:
-        """Metrics of an outcome; `primary_metric` among them."""
+    def counts(outcome: Outcome) -> dict[str, float]:
+        """The outcome as a flat record of numbers (no text) that adds across sites."""
+
+    @staticmethod
+    def score_counts(counts: Mapping[str, float]) -> dict[str, float]:
+        """Metrics of a count record (one site's, or the sum of several); `primary_metric` among them."""
+
+    @classmethod
+    def score(cls, outcome: Outcome) -> dict[str, float]:
+        """Metrics of an outcome: `score_counts(counts(outcome))`."""
+
+    def merge_counts(self, records: Sequence[Mapping[str, float]]) -> dict[str, float]: ...
 
     def validation_loss(self, resident: Any, rows: list[dict[str, Any]], dataset: Any, batch_size: int,
                         completion_only: bool = True) -> tuple[float, int]:
@@ -103,6 +124,30 @@ class TaskBase:
         """The vocabulary behind a checkpoint's head labels (fedmedlora.json)."""
         return list(labels)
 
+    @staticmethod
+    def union_vocabulary(vocabularies: Sequence[Sequence[str]]) -> list[str]:
+        """The vocabulary of several sites' rows from each site's own (sorted, as `vocabulary` gives it)."""
+        return sorted({item for vocabulary in vocabularies for item in vocabulary})
+
     def merge(self, outcomes: Sequence[Outcome]) -> Outcome:
         return merge_outcomes(outcomes)
+
+    @classmethod
+    def score(cls, outcome: Outcome) -> dict[str, float]:
+        return cls.score_counts(cls.counts(outcome))  # type: ignore[attr-defined]
+
+    @staticmethod
+    def merge_counts(records: Sequence[Mapping[str, float]]) -> dict[str, float]:
+        """The count record of several splits (sites): key-wise sums, in the order given."""
+        return sum_records(records)
+
+
+def loss_counts(outcome: Outcome) -> dict[str, float]:
+    """The loss part of every task's count record."""
+    return {"loss-sum": float(outcome.loss_sum), "loss-count": int(outcome.loss_count)}
+
+
+def loss_of(counts: Mapping[str, float]) -> float:
+    """Mean loss of a count record, as `Outcome.loss` computes it."""
+    return counts.get("loss-sum", 0.0) / max(int(counts.get("loss-count", 0)), 1)
 

@@ -9,6 +9,7 @@ parseable counts as "no entities" and is counted in `unparseable`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +18,8 @@ from ..scoring.output_format import entity_format_instructions, format_entities,
 from ..scoring.spans import bio_to_spans
 from ..settings import Settings
 from .instruct_sft import InstructSFTTask
-from .token_classification import NerOutcome, TokenClassificationTask, checked_entity_types, entity_types, score_ner
+from .token_classification import (NerOutcome, TokenClassificationTask, checked_entity_types, entity_types, ner_counts,
+                                   score_ner_counts)
 
 
 @dataclass
@@ -63,8 +65,12 @@ class GenerativeNERTask(InstructSFTTask):
         return outcome
 
     @staticmethod
-    def score(outcome: GenerativeNerOutcome) -> dict[str, float]:
-        metrics = score_ner(outcome)
-        metrics["unparseable"] = float(outcome.unparseable)
-        metrics["dropped-lines"] = float(outcome.dropped_lines)
+    def counts(outcome: GenerativeNerOutcome) -> dict[str, float]:
+        return {**ner_counts(outcome), "unparseable": outcome.unparseable, "dropped-lines": outcome.dropped_lines}
+
+    @staticmethod
+    def score_counts(counts: Mapping[str, float]) -> dict[str, float]:
+        metrics = score_ner_counts(counts)
+        metrics["unparseable"] = float(counts.get("unparseable", 0))
+        metrics["dropped-lines"] = float(counts.get("dropped-lines", 0))
         return metrics

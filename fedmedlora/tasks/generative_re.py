@@ -19,16 +19,18 @@ written.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..data.prompts import instruction_prompt
-from ..data.relation_fields import NONE_LABEL, relation_labels
+from ..data.relation_fields import NONE_LABEL, relation_labels, union_relation_labels
 from ..scoring.output_format import format_relations, parse_relations, relation_format_instructions
 from ..scoring.relations import Relation, normalize_concept
 from ..settings import ConfigError, Settings
 from .instruct_sft import InstructSFTTask
-from .relation_classification import RelationOutcome, checked_relation_labels, gold_relations, score_outcome
+from .relation_classification import (RelationOutcome, checked_relation_labels, gold_relations,
+                                      relation_outcome_counts, score_relation_counts)
 
 
 MIN_TEXT_TOKENS = 16  # below this, data.max-length is too short for any text beside the instructions
@@ -80,6 +82,7 @@ class GenerativeRETask(InstructSFTTask):
         self.instruction = relation_format_instructions(self.relation_types)
 
     vocabulary = staticmethod(relation_labels)
+    union_vocabulary = staticmethod(union_relation_labels)
 
     def prompt(self, row: dict[str, Any], tokenizer: Any) -> str:
         instruction = f"{self.instruction} {row['hint']}".strip()
@@ -132,8 +135,13 @@ class GenerativeRETask(InstructSFTTask):
         return outcome
 
     @staticmethod
-    def score(outcome: GenerativeRelationOutcome) -> dict[str, float]:
-        metrics = score_outcome(outcome)
-        metrics["unparseable"] = float(outcome.unparseable)
-        metrics["dropped-lines"] = float(outcome.dropped_lines)
+    def counts(outcome: GenerativeRelationOutcome) -> dict[str, float]:
+        return {**relation_outcome_counts(outcome), "unparseable": outcome.unparseable,
+                "dropped-lines": outcome.dropped_lines}
+
+    @staticmethod
+    def score_counts(counts: Mapping[str, float]) -> dict[str, float]:
+        metrics = score_relation_counts(counts)
+        metrics["unparseable"] = float(counts.get("unparseable", 0))
+        metrics["dropped-lines"] = float(counts.get("dropped-lines", 0))
         return metrics

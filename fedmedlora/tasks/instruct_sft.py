@@ -8,12 +8,13 @@ perplexity) on a held-out split, which is what TRL minimises.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ..model.generation import generate_batched
 from ..settings import Settings
-from .base import Outcome, TaskBase
+from .base import Outcome, TaskBase, loss_counts, loss_of
 
 
 @dataclass
@@ -149,7 +150,11 @@ class InstructSFTTask(TaskBase):
         return outcome.loss_sum, outcome.loss_count
 
     @staticmethod
-    def score(outcome: LossOutcome) -> dict[str, float]:
-        loss = outcome.loss
-        return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "tokens": float(outcome.loss_count),
-                "examples": float(outcome.examples)}
+    def counts(outcome: LossOutcome) -> dict[str, float]:
+        return {**loss_counts(outcome), "examples": outcome.examples}
+
+    @staticmethod
+    def score_counts(counts: Mapping[str, float]) -> dict[str, float]:
+        loss = loss_of(counts)
+        return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "tokens": float(counts.get("loss-count", 0)),
+                "examples": float(counts.get("examples", 0))}

@@ -16,13 +16,15 @@ was found, which on ChemProt, whose pairs are all positive, an encoder always do
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..data.relation_fields import NONE_LABEL, relation_labels
-from ..scoring.relations import Relation, score_relations
+from ..data.relation_fields import NONE_LABEL, relation_labels, union_relation_labels
+from ..scoring.count_record import counts_of, scores_from_counts
+from ..scoring.relations import Relation, RelationScores, score_relations
 from ..settings import ConfigError, Settings
-from .base import Outcome, TaskBase
+from .base import Outcome, TaskBase, loss_counts, loss_of
 
 HEAD_MARKERS = ("<< ", " >>")
 TAIL_MARKERS = ("[[ ", " ]]")
@@ -41,10 +43,15 @@ def gold_relations(row: dict[str, Any]) -> list[Relation]:
     return [Relation(r["head"], r["tail"], r["type"]) for r in row["relations"]]
 
 
-def score_outcome(outcome: RelationOutcome) -> dict[str, float]:
-    metrics = {k: float(v) for k, v in score_relations(outcome.gold, outcome.pred).flat().items()}
-    metrics["loss"] = outcome.loss
-    metrics["examples"] = float(len(outcome.gold))
+def relation_outcome_counts(outcome: RelationOutcome) -> dict[str, float]:
+    """Strict/lenient tp/fp/fn overall and per relation type, text units, and the loss sum: numbers only."""
+    return {**counts_of(score_relations(outcome.gold, outcome.pred)), **loss_counts(outcome)}
+
+
+def score_relation_counts(counts: Mapping[str, float]) -> dict[str, float]:
+    metrics = {k: float(v) for k, v in scores_from_counts(RelationScores, counts).flat().items()}
+    metrics["loss"] = loss_of(counts)
+    metrics["examples"] = float(counts.get("documents", 0))
     return metrics
 
 
@@ -99,6 +106,7 @@ class RelationClassificationTask(TaskBase):
         self.label_id = {label: i for i, label in enumerate(self.labels)}
 
     vocabulary = staticmethod(relation_labels)
+    union_vocabulary = staticmethod(union_relation_labels)
 
     def window(self, text: str, offsets: list[tuple[int, int]], ranges: list[tuple[int, int]],
                tokenizer: Any) -> tuple[str, str | None]:
@@ -210,6 +218,5 @@ class RelationClassificationTask(TaskBase):
         outcome = self.predict(resident, rows, dataset, batch_size)
         return outcome.loss_sum, outcome.loss_count
 
-    @staticmethod
-    def score(outcome: RelationOutcome) -> dict[str, float]:
-        return score_outcome(outcome)
+    counts = staticmethod(relation_outcome_counts)
+    score_counts = staticmethod(score_relation_counts)

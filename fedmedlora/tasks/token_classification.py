@@ -10,9 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..scoring.spans import Span, bio_to_spans, score_spans
+from collections.abc import Mapping
+
+from ..scoring.count_record import counts_of, scores_from_counts
+from ..scoring.spans import EntityScores, Span, bio_to_spans, score_spans
 from ..settings import ConfigError, Settings
-from .base import Outcome, TaskBase
+from .base import Outcome, TaskBase, loss_counts, loss_of
 
 IGNORE = -100
 
@@ -39,10 +42,15 @@ class NerOutcome(Outcome):
     pred: list[list[Span]] = field(default_factory=list)
 
 
-def score_ner(outcome: NerOutcome) -> dict[str, float]:
-    metrics = {k: float(v) for k, v in score_spans(outcome.gold, outcome.pred).flat().items()}
-    metrics["loss"] = outcome.loss
-    metrics["examples"] = float(len(outcome.gold))
+def ner_counts(outcome: NerOutcome) -> dict[str, float]:
+    """Strict/lenient tp/fp/fn overall and per entity type, sentences, and the loss sum: numbers only."""
+    return {**counts_of(score_spans(outcome.gold, outcome.pred)), **loss_counts(outcome)}
+
+
+def score_ner_counts(counts: Mapping[str, float]) -> dict[str, float]:
+    metrics = {k: float(v) for k, v in scores_from_counts(EntityScores, counts).flat().items()}
+    metrics["loss"] = loss_of(counts)
+    metrics["examples"] = float(counts.get("documents", 0))
     return metrics
 
 
@@ -149,6 +157,5 @@ class TokenClassificationTask(TaskBase):
         outcome = self.predict(resident, rows, dataset, batch_size)
         return outcome.loss_sum, outcome.loss_count
 
-    @staticmethod
-    def score(outcome: NerOutcome) -> dict[str, float]:
-        return score_ner(outcome)
+    counts = staticmethod(ner_counts)
+    score_counts = staticmethod(score_ner_counts)

@@ -1,0 +1,83 @@
+"""Federated evaluation of the global adapter: each sampled site scores it on its own held-out split and sends counts.
+
+Called from the ServerApp's round end at round 0, every `evaluate.every` rounds and after the last round. It sends
+the float32 global adapter (the master copy the server keeps, not the rounded wire copy, so the scores are those of
+the adapter the server checkpoints) to `evaluate.sites` sampled sites (all when 0; a sample drawn from its own
+generator seeded by run.seed and the round, so it never shifts Flower's training sample), each site replies with the
+count record of its `evaluate.split` (tasks/base.py), and the server merges the records in site order into exactly
+the per-site and pooled metrics a pooled evaluation gives (job.scores_of). Round time then grows with the number
+of sites sampled, not with the federation.
+
+Flower's own evaluate phase (strategy.configure_evaluate) is not used: it averages client metrics, which cannot give
+a pooled F1, and it samples with the global random generator that training sampling also draws from.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
+from flwr.serverapp import Grid
+
+from ..job import scores_of
+from ..recorder import RunRecorder
+from ..settings import Settings
+from ..wire import record_nbytes
+from .roster import Roster
+
+
+class FederatedEvaluation:
+    def __init__(self, settings: Settings, roster: Roster, task: Any, grid: Grid, recorder: RunRecorder):
+        self.settings = settings
+        self.roster = roster
+        self.task = task
+        self.grid = grid
+        self.recorder = recorder
+
+    def sample(self, server_round: int) -> list[int]:
+        """Site indices that evaluate after `server_round`: all, or `evaluate.sites` of them."""
+        indices = [site.index for site in self.roster.sites]
+        wanted = self.settings.evaluate.sites
+        if not wanted or wanted >= len(indices):
+            return indices
+        rng = random.Random(f"{self.settings.run.seed}/evaluate/{server_round}")
+        return sorted(rng.sample(indices, wanted))
+
+    def __call__(self, server_round: int, arrays: ArrayRecord) -> dict[str, Any]:
+        start = time.perf_counter()
+        sampled = self.sample(server_round)
+        config = ConfigRecord({"server-round": server_round, **self.roster.message_config()})
+        content = RecordDict({"arrays": arrays, "config": config})
+        messages = [Message(content, dst_node_id=self.roster.sites[i].node, message_type=MessageType.EVALUATE,
+                            group_id=str(server_round)) for i in sampled]
+        replies = list(self.grid.send_and_receive(messages, timeout=self.settings.strategy.round_timeout))
+        received = sum(record_nbytes(r) for m in replies if m.has_content() for r in m.content.array_records.values())
+        self.recorder.add_comm(server_round, "evaluate", sent_bytes=record_nbytes(arrays) * len(messages),
+                               received_bytes=received)
+        records: dict[int, dict[str, float]] = {}
+        clients: list[dict[str, Any]] = []
+        failures: list[dict[str, Any]] = []
+        for msg in replies:
+            node = int(msg.metadata.src_node_id)
+            index = self.roster.index_of(node)
+            if msg.has_error() or "counts" not in msg.content:
+                reason = msg.error.reason if msg.has_error() else "the reply carries no count record"
+                failures.append({"site": index, "node": node, "reason": reason[:2000]})
+                continue
+            records[index] = dict(msg.content["counts"])
+            metrics = dict(msg.content["metrics"]) if "metrics" in msg.content else {}
+            clients.append({"node": node, **metrics, "site": index})
+        replied = {f["site"] for f in failures} | set(records)
+        for index in sampled:
+            if index not in replied:
+                failures.append({"site": index, "node": self.roster.sites[index].node,
+                                 "reason": f"no reply within strategy.round-timeout = "
+                                           f"{self.settings.strategy.round_timeout:g} s"})
+        result: dict[str, Any] = {"by": "sites", "split": self.settings.evaluate.split, "sampled": sampled,
+                                  "clients": clients, "failures": failures}
+        if records:
+            result.update(scores_of(self.task, records))
+        result["seconds"] = time.perf_counter() - start
+        return result
