@@ -24,10 +24,10 @@ def resolve_family(settings: Settings) -> str:
 
 
 class Job:
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, sites: list[Site] | None = None):
         self.settings = settings
         self.family = resolve_family(settings)
-        self.sites: list[Site] = load_sites(settings)
+        self.sites: list[Site] = sites if sites is not None else load_sites(settings)  # given: built by preflight
         rows = [r for site in self.sites for split in ("train", "val", "test") for r in site.split(split)]
         self.task = build_task(settings, self.family, rows=rows)
         self._tokenized: dict[tuple, Any] = {}
@@ -70,9 +70,9 @@ class Job:
 _JOB: dict[Settings, Job] = {}
 
 
-def get_job(settings: Settings) -> Job:
+def get_job(settings: Settings, sites: list[Site] | None = None) -> Job:
     """This process's job for `settings` (one at a time: a new run config replaces the old job)."""
     if settings not in _JOB:
         _JOB.clear()
-        _JOB[settings] = Job(settings)
+        _JOB[settings] = Job(settings, sites)
     return _JOB[settings]

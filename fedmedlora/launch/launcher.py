@@ -1,7 +1,8 @@
 """`fedmedlora run`: `flwr run` with the pitfalls handled (see ../shared/notes/flower.md and README "Running").
 
-- The run config is merged (presets and key=value pairs, in order; Flower itself takes one TOML file *or* pairs)
-  and validated here, so a bad key fails in a second with a message naming it, before Flower starts anything.
+- The run config is merged (presets and key=value pairs, in order; Flower itself takes one TOML file *or* pairs),
+  validated, and preflighted here (model, LoRA targets, every data file, the sites, the results folder: see
+  ../preflight.py), so a mistake fails in seconds with every problem named, before Flower starts anything.
 - Relative paths in the run config (data files, model folders, results dir) become absolute: the SuperLink and
   its ClientApps do not run in the user's working directory.
 - A private SuperLink is started on free ports, with its own FLWR_HOME, with runtime dependency installation,
@@ -27,10 +28,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..model.loading import require_cuda_for_quantization
 from ..recorder import default_run_name
+from ..preflight import require
 from ..run_config import load_settings
 from ..settings import ConfigError, flatten_toml, load_toml_overrides, write_flat_toml
+from ..settings.pairs import parse_pairs
 
 OFFLINE_ENV = {
     "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
@@ -63,8 +65,6 @@ def app_defaults(app_dir: Path) -> dict[str, Any]:
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """Overrides from `--run-config` arguments: preset files (*.toml) and "k=v k2=v2" strings, later wins."""
-    from flwr.common.config import parse_config_args
-
     merged: dict[str, Any] = {}
     for item in items:
         if item.strip().endswith(".toml"):
@@ -72,10 +72,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
                 raise ConfigError([f"--run-config {item}: no such file"])
             merged.update(load_toml_overrides(item))
         else:
-            try:
-                merged.update(parse_config_args([item]))
-            except Exception as err:  # flwr raises bare ValueErrors and TOML errors
-                raise ConfigError([f"--run-config {item!r}: {err}"]) from None
+            merged.update(parse_pairs(item))
     return merged
 
 
@@ -172,14 +169,11 @@ def run(app_dir: str, run_config: list[str], federation_config: str = "", stream
         if not fused.get("run.name"):
             fused["run.name"] = default_run_name(load_settings(fused))
         settings = load_settings(fused)
-        require_cuda_for_quantization(settings.model.quantization, "this machine")
-    except (ConfigError, RuntimeError) as err:
+        require(settings, where="this machine")  # every cheap check, before Flower starts anything
+    except ConfigError as err:
         print(f"fedmedlora: {err}", file=sys.stderr)
         return 2
     run_dir = Path(settings.run.results_dir) / settings.run.name
-    if (run_dir / "metrics.jsonl").exists():
-        print(f"fedmedlora: key 'run.name' = {settings.run.name!r}: {run_dir} already holds a run", file=sys.stderr)
-        return 2
     federation = " ".join([f"num-supernodes={settings.data.num_sites}", federation_config]).strip()
     with tempfile.TemporaryDirectory(prefix="fedmedlora-flwr-") as tmp:
         home = Path(tmp)

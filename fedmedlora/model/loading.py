@@ -42,7 +42,7 @@ def resolve_model_source(name: str) -> str:
     expanded = os.path.expanduser(name)
     if os.path.isdir(expanded):
         return os.path.abspath(expanded)
-    if os.path.sep in name.strip("/") and name.startswith((".", "/", "~")):
+    if name.startswith((".", "/", "~")):  # a path, not a hub id ("org/name")
         raise ValueError(f"model folder '{name}' does not exist (resolved to {os.path.abspath(expanded)})")
     return name
 
