@@ -57,12 +57,16 @@ def hardware_problems(settings: Settings, where: str) -> list[str]:
 
     try:
         require_cuda_for_quantization(settings.model.quantization, where)
-    except RuntimeError as err:
-        return [f"key 'model.quantization' = {settings.model.quantization}: {err}"]
+    except RuntimeError as err:  # its message names the key
+        return [str(err)]
     return []
 
 
-def _weights_problem(name: str, folder: str) -> str | None:
+def _folder_problem(name: str, folder: str) -> str | None:
+    """A local model folder must hold what from_pretrained() reads: config.json and weights."""
+    if not (Path(folder) / "config.json").is_file():
+        return (f"key 'model.name' = {name!r}: the folder {folder} has no config.json: not a saved model (save one "
+                "there with save_pretrained())")
     if any(next(Path(folder).glob(pattern), None) for pattern in WEIGHT_PATTERNS):
         return None
     return (f"key 'model.name' = {name!r}: the folder {folder} has no weights ({', '.join(WEIGHT_PATTERNS)}); "
@@ -81,7 +85,7 @@ def model_problems(settings: Settings) -> list[str]:
         source = resolve_model_source(name)
     except (ValueError, OSError) as err:
         return [f"{key}: {err}"]
-    if os.path.isdir(source) and (problem := _weights_problem(name, source)):
+    if os.path.isdir(source) and (problem := _folder_problem(name, source)):
         return [problem]
     try:
         config = load_config(name)

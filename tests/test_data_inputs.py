@@ -46,6 +46,12 @@ def test_a_binary_file_is_called_binary(tmp_path):
     assert f"{path}: a binary file, not text" in message("instruct", path)
 
 
+def test_utf16_text_is_told_apart_from_binary(tmp_path):
+    path = tmp_path / "qa.jsonl"
+    path.write_text(json.dumps({"prompt": "P", "completion": "C"}) + "\n", encoding="utf-16")
+    assert f"{path}: UTF-16 text; save the file as UTF-8" in message("instruct", path)
+
+
 def test_gzip_without_gz_suffix_and_a_broken_gz_file_are_named(tmp_path):
     plain = tmp_path / "site.tsv"
     plain.write_bytes(gzip.compress(b"Aspirin\tB-Chemical\n"))

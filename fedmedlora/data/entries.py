@@ -55,7 +55,7 @@ def entry_problem(task: str, name: str) -> str | None:
                     f"{WHAT_ELSE[task]}. Or set data.task = {other!r}.")
     path = Path(os.path.expanduser(name))
     if path.is_dir():
-        return f"key 'data.datasets': {name!r} is a folder; name a file ({WHAT_ELSE[task]})"
+        return f"key 'data.datasets': {name!r} is a folder; name a file in it: an entry may be {WHAT_ELSE[task]}"
     if path.exists():
         return None
     resolved = user_path(name)

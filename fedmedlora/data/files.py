@@ -5,6 +5,7 @@ Every reader raises `DataFormatError` with the file and line, so a user fixes th
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import json
 import os
@@ -43,6 +44,8 @@ def text_lines(path: Path) -> Iterator[tuple[int, str]]:
             head = fh.read(8192)
         if head.startswith(b"\x1f\x8b"):
             raise DataFormatError(f"{path}: a gzip-compressed file: name it {path.name}.gz")
+        if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+            raise DataFormatError(f"{path}: UTF-16 text; save the file as UTF-8")
         if b"\0" in head:
             raise DataFormatError(f"{path}: a binary file, not text (it has NUL bytes)")
         with _open_text(path) as fh:

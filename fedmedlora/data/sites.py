@@ -9,6 +9,7 @@ same split from the same settings (the job that asks keeps them).
 from __future__ import annotations
 
 import random
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -86,7 +87,9 @@ def load_sites(settings: Settings, rows: list[dict[str, Any]] | None = None) -> 
     sites = []
     for site_id in range(settings.data.num_sites):
         try:
-            part = partitioner.load_partition(site_id)
+            with warnings.catch_warnings():  # its retries warn once per draw; the error below says it all
+                warnings.filterwarnings("ignore", message="The specified min_partition_size")
+                part = partitioner.load_partition(site_id)
         except ValueError as err:  # flwr-datasets' Dirichlet sampler gives up after 10 draws with a too-small site
             raise ConfigError([f"keys 'data.dirichlet-alpha' = {settings.data.dirichlet_alpha}, 'data.num-sites' = "
                                f"{settings.data.num_sites}: Dirichlet partitioning of {len(rows)} rows found no "

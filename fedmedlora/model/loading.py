@@ -55,8 +55,8 @@ def load_config(name: str) -> Any:
         return AutoConfig.from_pretrained(source)
     except OSError as err:
         raise ValueError(
-            f"cannot load the config of model '{name}' ({source}): {err}. Offline, use a local folder or a model "
-            "already in the Hugging Face cache."
+            f"cannot load the config of model '{name}' ({source}): {str(err).rstrip('.')}. Offline, use a local "
+            "folder or a model already in the Hugging Face cache."
         ) from None
 
 
