@@ -5,10 +5,10 @@ a mistake found there costs about a minute and shows as the last line of a trace
 every check that needs no weights and no training, in seconds, and returns every problem it finds (one line each,
 naming the key, file and line):
 
-- hardware: quantization needs CUDA;
-- model: the name resolves (built-in, a local folder holding a config and weights, or a hub id in the cache), the
-  config loads, the family is known, `data.task` runs on that family, the tokenizer loads, and every
-  `lora.target-modules` name matches a module of the model built on the meta device (no weights, no memory);
+- model: the name resolves (built-in, a local folder holding a config and weights, a GGUF file, converted once, or
+  a hub id in the cache), the config loads, the family is known, quantization can run here for that family,
+  `data.task` runs on that family, the tokenizer loads, and every `lora.target-modules` name matches a module of
+  the model built on the meta device (no weights, no memory);
 - data: every `data.datasets` entry is checked and read once (a bundled name of the task, a file that parses, a hub
   id that loads: `data/entries.py`), then the sites are formed as the run forms them (partitioning, site sizes);
 - results: `run.results-dir` is a folder this process can write, and the run folder is new (`run_folder.py`).
@@ -52,16 +52,6 @@ class Preflight:
     sites: list[Site] | None = None
 
 
-def hardware_problems(settings: Settings, where: str) -> list[str]:
-    from .model.loading import require_cuda_for_quantization
-
-    try:
-        require_cuda_for_quantization(settings.model.quantization, where)
-    except RuntimeError as err:  # its message names the key
-        return [str(err)]
-    return []
-
-
 def _folder_problem(name: str, folder: str) -> str | None:
     """A local model folder must hold what from_pretrained() reads: config.json and weights."""
     if not (Path(folder) / "config.json").is_file():
@@ -73,33 +63,36 @@ def _folder_problem(name: str, folder: str) -> str | None:
             "save the model there with save_pretrained()")
 
 
-def model_problems(settings: Settings) -> list[str]:
-    """Model source, config, family against data.task, tokenizer and LoRA targets (the model on the meta device)."""
+def model_problems(settings: Settings, where: str = "this machine") -> list[str]:
+    """Model source, config, family against data.task, quantization in `where` for that family, tokenizer and LoRA
+    targets (the model on the meta device)."""
     from .model.adapter import meta_base_model, target_modules_problem
     from .model.loading import load_config, load_tokenizer, model_family, resolve_model_source
+    from .model.quantization import quantization_problem
     from .tasks.registry import task_class
 
     name = settings.model.name
     key = f"key 'model.name' = {name!r}"
+    family = settings.model.family if settings.model.family != "auto" else None
+    problems = []
     try:
-        source = resolve_model_source(name)
-    except (ValueError, OSError) as err:
-        return [f"{key}: {err}"]
-    if os.path.isdir(source) and (problem := _folder_problem(name, source)):
-        return [problem]
-    try:
-        config = load_config(name)
-    except Exception as err:  # transformers raises OSError, ValueError or hub errors for a name it cannot load
-        return [f"{key}: {err}" if str(err).startswith("cannot load") else f"{key}: cannot load its config: {err}"]
-    try:
-        family = settings.model.family if settings.model.family != "auto" else model_family(config)
-    except ValueError as err:
-        return [f"{key}: {err}"]
+        source = resolve_model_source(name)  # a GGUF file is converted here, once per machine
+        if os.path.isdir(source) and (problem := _folder_problem(name, source)):
+            problems.append(problem)
+        else:
+            config = load_config(name)
+            family = family or model_family(config)
+    except Exception as err:  # transformers and the hub raise OSError, ValueError and their own errors
+        problems.append(f"{key}: {err}")
+    # quantization can run here for this family (when the family is unknown, for either)
+    if problem := quantization_problem(settings.model.quantization, where, family):
+        problems.append(problem)
+    if problems or family is None:
+        return problems
     try:
         head = task_class(settings, family).head
     except ConfigError as err:
         return list(err.problems)
-    problems = []
     try:
         load_tokenizer(name, family)
     except Exception as err:  # a folder without tokenizer files, a broken tokenizer.json, ...
@@ -154,8 +147,7 @@ def results_problems(settings: Settings) -> list[str]:
 def check_run(settings: Settings, *, where: str = "this machine", results: bool = True) -> Preflight:
     """Every check, every problem (the model's, the data's and the results folder's are independent)."""
     report = Preflight()
-    report.problems += hardware_problems(settings, where)
-    report.problems += model_problems(settings)
+    report.problems += model_problems(settings, where)
     data, report.sites = data_problems(settings)
     report.problems += data
     if results:

@@ -163,11 +163,20 @@ def _(tmp): return fedmedlora_run(tmp, "train.learning-rate-min=0.1")
 def _(tmp): return fedmedlora_run(tmp, 'data.datasets=""')
 
 
-@case("Run config", "4-bit quantization without a GPU", "model.quantization = 4 needs a CUDA GPU")
+@case("Model", "8-bit quantization without a GPU", "model.quantization = 8 needs a CUDA GPU")
 def _(tmp):
     from unittest import mock
 
     with mock.patch("torch.cuda.is_available", return_value=False):  # the same on a GPU machine
+        return fedmedlora_run(tmp, "model.quantization=8")
+
+
+@case("Model", "4-bit quantization of an encoder without a GPU (CPU 4-bit is for causal LMs)",
+      "model.quantization = 4 on the CPU", "is supported for causal LMs only; this model is an encoder")
+def _(tmp):
+    from unittest import mock
+
+    with mock.patch("torch.cuda.is_available", return_value=False):
         return fedmedlora_run(tmp, "model.quantization=4")
 
 

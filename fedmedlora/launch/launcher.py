@@ -28,8 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..recorder import default_run_name
 from ..preflight import require
+from ..recorder import default_run_name
 from ..run_config import load_settings
 from ..settings import ConfigError, flatten_toml, load_toml_overrides, write_flat_toml
 from ..settings.pairs import parse_pairs
@@ -170,7 +170,7 @@ def run(app_dir: str, run_config: list[str], federation_config: str = "", stream
             fused["run.name"] = default_run_name(load_settings(fused))
         settings = load_settings(fused)
         require(settings, where="this machine")  # every cheap check, before Flower starts anything
-    except ConfigError as err:
+    except (ConfigError, RuntimeError, ValueError) as err:
         print(f"fedmedlora: {err}", file=sys.stderr)
         return 2
     run_dir = Path(settings.run.results_dir) / settings.run.name
