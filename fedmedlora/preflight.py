@@ -11,7 +11,8 @@ naming the key, file and line):
   the model built on the meta device (no weights, no memory);
 - data: every `data.datasets` entry is checked and read once (a bundled name of the task, a file that parses, a hub
   id that loads: `data/entries.py`), then the sites are formed as the run forms them (partitioning, site sizes);
-- results: `run.results-dir` is a folder this process can write, and the run folder is new (`run_folder.py`).
+- results: `run.results-dir` is a folder this process can write (or create), and the run folder is new
+  (`run_folder.py`); nothing is created.
 
 `fedmedlora run` and `fedmedlora experiment` call it before Flower or any training starts and exit 2 with the
 message; the ServerApp calls it first (`require`) for plain `flwr run`, and its job reuses the sites built here.
@@ -129,16 +130,19 @@ def data_problems(settings: Settings) -> tuple[list[str], list[Site] | None]:
 
 
 def results_problems(settings: Settings) -> list[str]:
-    """run.results-dir is a folder this process can create and write in; the run folder is new."""
+    """run.results-dir is (or can be made) a folder this process writes in; the run folder is new. Nothing is left
+    behind: the probe is a temporary file in the nearest folder that exists, removed at once."""
     results_dir = settings.run.results_dir
-    root = Path(os.path.expanduser(results_dir))
+    key = f"key 'run.results-dir' = {results_dir!r}"
+    root = Path(os.path.expanduser(results_dir)).absolute()
+    existing = next(p for p in (root, *root.parents) if p.exists())
+    if not existing.is_dir():
+        return [f"{key}: cannot write there: {existing} is a file, not a folder"]
     try:
-        root.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=root, prefix=".fedmedlora-write-check-"):
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".fedmedlora-write-check-"):
             pass  # root may bypass permission bits, so write a file rather than ask os.access
     except OSError as err:
-        where = f" ({err.filename})" if err.filename and str(err.filename) != str(root) else ""
-        return [f"key 'run.results-dir' = {results_dir!r}: cannot write there: {err.strerror or err}{where}"]
+        return [f"{key}: cannot write there: {err.strerror or err} ({existing})"]
     folder = settings_run_dir(settings)
     problem = run_dir_problem(folder) if folder is not None else None
     return [problem] if problem else []

@@ -371,7 +371,7 @@ def _(tmp): return fedmedlora_run(tmp, data__datasets=str(tmp / "nope.tsv"))
 def _(tmp): return fedmedlora_run(tmp, data__datasets=str(tmp))
 
 
-@case("Data files and names", "misspelt bundled NER name", "'ncbi_disese' is neither a bundled ner dataset "
+@case("Data files and names", "misspelt bundled NER name", "'ncbi_disese' is neither a bundled NER dataset "
       "(ncbi_disease, bc5cdr)", "did you mean 'ncbi_disease'?")
 def _(tmp): return fedmedlora_run(tmp, data__datasets="ncbi_disese")
 
@@ -441,7 +441,7 @@ def _(tmp): return fedmedlora_run(tmp, data__partitioning="dirichlet", data__par
 # --- results and run folders --------------------------------------------------------------------------------------
 
 @case("Results and run folders", "results folder that cannot be written",
-      "key 'run.results-dir' =", "cannot write there: Not a directory")
+      "key 'run.results-dir' =", "cannot write there:", "a-file is a file, not a folder")
 def _(tmp):
     write(tmp, "a-file", "x")
     return fedmedlora_run(tmp, run__results_dir=str(tmp / "a-file" / "runs"))

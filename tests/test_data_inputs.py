@@ -112,7 +112,8 @@ def test_an_empty_file_is_named(tmp_path):
 ])
 def test_a_misspelt_bundled_name_lists_the_bundled_names_for_every_task(task, typo, bundled, suggestion):
     problem = entry_problem(task, typo)
-    assert f"'{typo}' is neither a bundled {task} dataset ({bundled})" in problem
+    kind = {"ner": "NER", "re": "RE", "instruct": "instruct"}[task]
+    assert f"'{typo}' is neither a bundled {kind} dataset ({bundled})" in problem
     assert f"did you mean '{suggestion}'?" in problem
 
 

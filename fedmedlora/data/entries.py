@@ -23,6 +23,7 @@ READERS = {"ner": ner_rows, "re": re_rows, "instruct": instruct_rows}
 BUNDLED: dict[str, tuple[str, ...]] = {"ner": tuple(BUNDLED_NER), "re": tuple(BUNDLED_RE),
                                        "instruct": tuple(sorted(BUNDLED_INSTRUCT))}
 KIND = {"ner": "NER", "re": "relation-extraction", "instruct": "instruction-tuning"}
+SHORT = {"ner": "NER", "re": "RE", "instruct": "instruct"}
 WHAT_ELSE = {  # besides bundled names, what an entry of each task may be
     "ner": "a CoNLL/BIO file (.tsv, .conll, optionally .gz)",
     "re": "a PubTator file or a ChemProt-style JSONL file",
@@ -51,7 +52,7 @@ def entry_problem(task: str, name: str) -> str | None:
     for other, names in BUNDLED.items():
         if other != task and name in names:
             return (f"key 'data.datasets': {name!r} is a bundled {KIND[other]} dataset, but data.task = {task!r} "
-                    f"reads {KIND[task]} data. Bundled {task} datasets: {bundled}; an entry may also be "
+                    f"reads {KIND[task]} data. Bundled {SHORT[task]} datasets: {bundled}; an entry may also be "
                     f"{WHAT_ELSE[task]}. Or set data.task = {other!r}.")
     path = Path(os.path.expanduser(name))
     if path.is_dir():
@@ -65,8 +66,8 @@ def entry_problem(task: str, name: str) -> str | None:
         everything = [n for names in BUNDLED.values() for n in names]
         close = difflib.get_close_matches(name, everything, n=1, cutoff=0.6)
         suggestion = f"; did you mean {close[0]!r}?" if close else "."
-        return (f"key 'data.datasets': {name!r} is neither a bundled {task} dataset ({bundled}) nor an existing "
-                f"file{suggestion} An entry may also be {WHAT_ELSE[task]}.")
+        return (f"key 'data.datasets': {name!r} is neither a bundled {SHORT[task]} dataset ({bundled}) nor an "
+                f"existing file{suggestion} An entry may also be {WHAT_ELSE[task]}.")
     return str(missing_file(name, resolved))
 
 
