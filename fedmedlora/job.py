@@ -47,7 +47,9 @@ class Job:
         label set (default: read from those sites' rows); `cache`: where tokenized splits are kept on disk."""
         self.settings = settings
         self.family = resolve_family(settings)
-        self.sites: list[Site] = load_sites(settings) if sites is None else list(sites)
+        # given sites are kept as they are (preflight formed them; nothing is read again)
+        self.sites: list[Site] = load_sites(settings) if sites is None else (
+            sites if isinstance(sites, list) else list(sites))
         if vocabulary is None:
             rows = [r for site in self.sites for split in ("train", "val", "test") for r in site.split(split)]
             self.task = build_task(settings, self.family, rows=rows)

@@ -23,6 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from . import run_folder
 from .settings import Settings
 
 LOG = logging.getLogger(__name__)
@@ -65,12 +66,10 @@ class RunRecorder:
 
     @classmethod
     def create(cls, settings: Settings, info: dict[str, Any], run_dir: Path | None = None) -> "RunRecorder":
-        root = Path(os.path.expanduser(settings.run.results_dir))
-        name = settings.run.name or default_run_name(settings)
-        run_dir = (root / name).resolve() if run_dir is None else run_dir
-        if (run_dir / "metrics.jsonl").exists():
-            raise FileExistsError(f"key 'run.name' = {run_dir.name!r}: {run_dir} already holds a run; choose another "
-                                  "name or remove it")
+        if run_dir is None:
+            run_dir = run_folder.run_dir(settings.run.results_dir, settings.run.name or default_run_name(settings))
+        if problem := run_folder.run_dir_problem(run_dir):  # never reuse a folder: nothing written is overwritten
+            raise FileExistsError(problem)
         run_dir.mkdir(parents=True, exist_ok=True)
         recorder = cls(run_dir)
         write_json_atomic(run_dir / "config.json", {

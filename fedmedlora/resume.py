@@ -10,10 +10,10 @@ through Flower's own loop (strategies/resumed.py).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from . import run_folder
 from .recorder import RunRecorder
 from .run_state import RoundState, inspect_run, load_round_state, state_rounds
 from .settings import Settings
@@ -24,7 +24,7 @@ ADJUSTABLE = {"run.resume", "run.name", "run.results-dir", "strategy.round-timeo
 
 def run_directory(settings: Settings, name: str) -> Path:
     """The run's folder: run.results-dir / run.name (`name`: run.name, or the default name made once for the run)."""
-    return (Path(os.path.expanduser(settings.run.results_dir)) / name).resolve()
+    return run_folder.run_dir(settings.run.results_dir, name)
 
 
 def config_differences(run_dir: Path, settings: Settings) -> list[str]:

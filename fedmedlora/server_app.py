@@ -29,7 +29,7 @@ from .federation.process_stats import ProcessLedger
 from .federation.roster import Roster, build_roster, query_sites
 from .job import Job, resolve_family
 from .model.adapter import initial_adapter_state, load_adapter_state, lora_config, save_checkpoint
-from .model.loading import check_model_settings
+from .preflight import require
 from .recorder import RunRecorder, default_run_name
 from .resume import open_run, run_directory
 from .run_config import load_settings
@@ -168,7 +168,8 @@ class RoundEnd:
 
 def run_server(grid: Grid, context: Context) -> dict[str, Any]:
     settings = load_settings(context.run_config)
-    check_model_settings(settings, "the ServerApp")  # a bad model name or quantization fails before any site is asked
+    # every cheap check first, every problem in one message; the sites check their own data when asked (QUERY)
+    require(settings, where="the ServerApp", data=False)
     family = resolve_family(settings)
     run_dir = run_directory(settings, settings.run.name or default_run_name(settings))
     with RunLock(run_dir):

@@ -133,7 +133,7 @@ def _refuse_to_load(request, **kwargs):
     (["--peft-path", "./no/such/adapter"], "--peft-path ./no/such/adapter: no such folder"),
     (["--batch-size", "0"], "--batch-size must be at least 1"),
     (["--run-name", "a/b"], "--run-name 'a/b' must be a plain name"),
-    (["--task", "ner", "--datasets", "nosuch"], "'nosuch' does not exist"),
+    (["--task", "ner", "--datasets", "nosuch"], "'nosuch' is neither a bundled NER dataset (ncbi_disease, bc5cdr)"),
     (["--task", "re", "--datasets", "nosuch"], "'nosuch' is neither a bundled RE dataset"),
 ])
 def test_bad_flags_fail_before_any_model_loads(tmp_path, monkeypatch, capsys, flags, message):

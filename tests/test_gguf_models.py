@@ -166,7 +166,9 @@ def test_a_federation_on_a_bad_gguf_stops_before_any_data_or_training(tmp_path):
 
     bad = tmp_path / "broken.gguf"
     bad.write_bytes(b"GGML" + bytes(64))
-    with pytest.raises(GGUFModelError, match=f"'{bad}' is not a GGUF file"):
+    from fedmedlora.preflight import PreflightError
+
+    with pytest.raises(PreflightError, match=f"'{bad}' is not a GGUF file"):  # the ServerApp's preflight
         run_in_process({**TINY_INSTRUCT, "model.name": str(bad), "run.results-dir": str(tmp_path / "runs")})
     assert not (tmp_path / "runs").exists()
 

@@ -100,7 +100,9 @@ def test_a_federation_without_bitsandbytes_stops_before_training(tmp_path, monke
     from helpers import TINY_INSTRUCT
 
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)
-    with pytest.raises(RuntimeError, match="model.quantization = 4 on the CPU of the ServerApp: bitsandbytes is "
-                                           "not installed"):
+    from fedmedlora.preflight import PreflightError
+
+    with pytest.raises(PreflightError, match="model.quantization = 4 on the CPU of the ServerApp: bitsandbytes is "
+                                             "not installed"):
         run_in_process({**TINY_INSTRUCT, "model.quantization": 4, "run.results-dir": str(tmp_path)})
     assert not list(tmp_path.iterdir())

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..scoring.relations import normalize_concept
-from .files import DataFormatError, open_text
+from .files import DataFormatError, text_lines
 from .relation_fields import NONE_LABEL, has_word, majority_label
 
 _TITLE = re.compile(r"^([^|\t]+)\|t\|(.*)$")
@@ -47,41 +47,39 @@ def read_pubtator(path: str | Path) -> list[_Document]:
     path = Path(path)
     docs: list[_Document] = []
     current: _Document | None = None
-    with open_text(path) as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            line = raw.rstrip("\r\n")
-            where = f"{path}:{lineno}"
-            if not line.strip():
-                current = None
-                continue
-            if m := _TITLE.match(line):
-                current = _Document(pmid=m.group(1), line=lineno, title=m.group(2))
-                docs.append(current)
-                continue
-            if current is None:
-                raise DataFormatError(f"{where}: expected a title line 'PMID|t|title' to start a document, "
-                                      f"found {line[:60]!r}")
-            if m := _ABSTRACT.match(line):
-                if m.group(1) != current.pmid or current.abstract is not None or current.mentions:
-                    raise DataFormatError(f"{where}: abstract line of {m.group(1)!r} out of place in document "
-                                          f"{current.pmid!r} (started line {current.line})")
-                current.abstract = m.group(2)
-                continue
-            fields = line.split("\t")
-            if fields[0] != current.pmid:
-                raise DataFormatError(f"{where}: line of document {fields[0]!r} inside document {current.pmid!r} "
-                                      f"(started line {current.line}); is a blank line missing?")
-            if len(fields) >= 6 and fields[1].isdigit() and fields[2].isdigit():
-                current.mentions.append(_mention(fields, current.text, where))
-            elif len(fields) >= 4 and not fields[1].isdigit():
-                if not fields[1].strip() or not fields[2].strip() or not fields[3].strip():
-                    raise DataFormatError(f"{where}: relation line needs 'PMID<TAB>type<TAB>head-id<TAB>tail-id'")
-                current.relations.append((fields[1].strip(), fields[2].strip(), fields[3].strip(), lineno))
-            else:
-                raise DataFormatError(
-                    f"{where}: expected a mention 'PMID<TAB>start<TAB>end<TAB>text<TAB>type<TAB>id' or a relation "
-                    f"'PMID<TAB>type<TAB>head-id<TAB>tail-id', found {len(fields)} tab-separated fields: "
-                    f"{line[:80]!r}")
+    for lineno, line in text_lines(path):
+        where = f"{path}:{lineno}"
+        if not line.strip():
+            current = None
+            continue
+        if m := _TITLE.match(line):
+            current = _Document(pmid=m.group(1), line=lineno, title=m.group(2))
+            docs.append(current)
+            continue
+        if current is None:
+            raise DataFormatError(f"{where}: expected a title line 'PMID|t|title' to start a document, "
+                                  f"found {line[:60]!r}")
+        if m := _ABSTRACT.match(line):
+            if m.group(1) != current.pmid or current.abstract is not None or current.mentions:
+                raise DataFormatError(f"{where}: abstract line of {m.group(1)!r} out of place in document "
+                                      f"{current.pmid!r} (started line {current.line})")
+            current.abstract = m.group(2)
+            continue
+        fields = line.split("\t")
+        if fields[0] != current.pmid:
+            raise DataFormatError(f"{where}: line of document {fields[0]!r} inside document {current.pmid!r} "
+                                  f"(started line {current.line}); is a blank line missing?")
+        if len(fields) >= 6 and fields[1].isdigit() and fields[2].isdigit():
+            current.mentions.append(_mention(fields, current.text, where))
+        elif len(fields) >= 4 and not fields[1].isdigit():
+            if not fields[1].strip() or not fields[2].strip() or not fields[3].strip():
+                raise DataFormatError(f"{where}: relation line needs 'PMID<TAB>type<TAB>head-id<TAB>tail-id'")
+            current.relations.append((fields[1].strip(), fields[2].strip(), fields[3].strip(), lineno))
+        else:
+            raise DataFormatError(
+                f"{where}: expected a mention 'PMID<TAB>start<TAB>end<TAB>text<TAB>type<TAB>id' or a relation "
+                f"'PMID<TAB>type<TAB>head-id<TAB>tail-id', found {len(fields)} tab-separated fields: "
+                f"{line[:80]!r}")
     if not docs:
         raise DataFormatError(f"{path}: no PubTator document (expected 'PMID|t|title' lines)")
     return docs

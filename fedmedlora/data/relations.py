@@ -9,7 +9,7 @@ from typing import Any
 from fedmedlora_data import data_path
 
 from .chemprot import chemprot_rows
-from .files import DataFormatError, missing_file, open_text, source_name, user_path
+from .files import DataFormatError, missing_file, source_name, text_lines, user_path
 from .pubtator import pubtator_rows
 
 # The corpus's own split of each bundled file (the eval module scores a checkpoint on the official test split).
@@ -23,10 +23,9 @@ BUNDLED_RE: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
 
 def _is_jsonl(path: Path) -> bool:
     """ChemProt-style JSONL or PubTator, told apart by the first non-blank line (both ship as .txt)."""
-    with open_text(path) as fh:
-        for line in fh:
-            if line.strip():
-                return line.lstrip().startswith("{")
+    for _, line in text_lines(path):
+        if line.strip():
+            return line.lstrip().startswith("{")
     return False
 
 

@@ -9,6 +9,7 @@ same split from the same settings (the job that asks keeps them).
 from __future__ import annotations
 
 import random
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -71,11 +72,13 @@ def hold_out(rows: list[dict[str, Any]], settings: Settings, seed: int | str) ->
     return train, val, test
 
 
-def load_sites(settings: Settings) -> list[Site]:
-    """Every site's rows, split as the data settings and the run seed say."""
+def load_sites(settings: Settings, rows: list[dict[str, Any]] | None = None) -> list[Site]:
+    """Every site's rows, split as the data settings and the run seed say; `rows` are those of data.datasets when
+    the caller has read them already."""
     import datasets
 
-    rows = load_rows(settings.data.task, settings.datasets)
+    if rows is None:
+        rows = load_rows(settings.data.task, settings.datasets)
     pool = datasets.Dataset.from_list(rows).shuffle(seed=settings.run.seed)
     partitioner = _partitioner(settings, pool.column_names)
     partitioner.dataset = pool
@@ -85,11 +88,22 @@ def load_sites(settings: Settings) -> list[Site]:
                            f"{settings['data.datasets']!r} gives {len(natural)} sites ({', '.join(natural)})"])
     sites = []
     for site_id in range(settings.data.num_sites):
-        part = partitioner.load_partition(site_id)
+        try:
+            with warnings.catch_warnings():  # its retries warn once per draw; the error below says it all
+                warnings.filterwarnings("ignore", message="The specified min_partition_size")
+                part = partitioner.load_partition(site_id)
+        except ValueError as err:  # flwr-datasets' Dirichlet sampler gives up after 10 draws with a too-small site
+            raise ConfigError([f"keys 'data.dirichlet-alpha' = {settings.data.dirichlet_alpha}, 'data.num-sites' = "
+                               f"{settings.data.num_sites}: Dirichlet partitioning of {len(rows)} rows found no "
+                               f"split giving every site 10 rows ({err}); raise data.dirichlet-alpha or lower "
+                               "data.num-sites"]) from None
         part_rows = part.to_list()
         if len(part_rows) < 3:
-            raise ConfigError([f"site {site_id} received {len(part_rows)} rows: too few to hold out a validation "
-                               "and a test split (raise data.dirichlet-alpha or lower data.num-sites)"])
+            fix = "raise data.dirichlet-alpha or lower" if settings.data.partitioning == "dirichlet" else "lower"
+            raise ConfigError([f"key 'data.num-sites' = {settings.data.num_sites}: site {site_id} receives "
+                               f"{len(part_rows)} of the {len(rows)} rows (data.partitioning = "
+                               f"{settings.data.partitioning!r}), too few to hold out validation and test rows; "
+                               f"{fix} data.num-sites"])
         name = (partitioner.partition_id_to_natural_id[site_id]
                 if settings.data.partitioning == "natural" else f"site{site_id}")
         train, val, test = hold_out(part_rows, settings, settings.run.seed * 1009 + site_id)

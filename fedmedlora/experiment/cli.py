@@ -67,6 +67,7 @@ class Plan:
     which: list[str]  # chosen settings, in SETTINGS order
     strategies: list[str]
     command: str
+    sites: Any = None  # the sites preflight formed (the job reuses them)
 
 
 def _split_list(text: str) -> list[str]:
@@ -76,7 +77,7 @@ def _split_list(text: str) -> list[str]:
 def make_plan(args: argparse.Namespace, command: str) -> Plan:
     """Merge and validate the run config as `fedmedlora run` does, and every choice of the experiment."""
     from ..launch.launcher import absolutize_paths, app_defaults, parse_overrides
-    from ..model.loading import check_model_settings
+    from ..preflight import check_run
     from ..run_config import load_settings
     from ..strategies import STRATEGIES
 
@@ -109,10 +110,13 @@ def make_plan(args: argparse.Namespace, command: str) -> Plan:
     out_dir = Path(args.output).resolve() / name
     if out_dir.exists() and any(out_dir.iterdir()):
         problems.append(f"--name {name!r}: {out_dir} already holds an experiment; choose another name or remove it")
+    # model, LoRA targets, every data file, the sites (the runs write under out_dir, checked above)
+    checked = check_run(settings, where="this machine", results=False)
+    problems.extend(checked.problems)
     if problems:
         raise ConfigError(problems, "experiment")
-    check_model_settings(settings, "this machine")  # a bad model name or quantization fails before data is read
-    return Plan(name, out_dir, app_dir, config, settings, [s for s in SETTINGS if s in which], strategies, command)
+    return Plan(name, out_dir, app_dir, config, settings, [s for s in SETTINGS if s in which], strategies, command,
+                checked.sites)
 
 
 def _local_work(settings: Settings) -> str:
@@ -269,7 +273,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m fedmedlora.experi
         plan = make_plan(args, shlex.join([*prog.split(), *argv]))
         from ..job import Job
 
-        job = Job(plan.settings)  # reads the data and the model's config: their errors come before any training
+        job = Job(plan.settings, plan.sites)  # the model's config and the sites preflight formed
     except (ConfigError, RuntimeError, ValueError) as err:
         print(f"fedmedlora experiment: {err}", file=sys.stderr)
         return 2

@@ -1,7 +1,8 @@
 """`fedmedlora run`: `flwr run` with the pitfalls handled (see ../shared/notes/flower.md and README "Running").
 
-- The run config is merged (presets and key=value pairs, in order; Flower itself takes one TOML file *or* pairs)
-  and validated here, so a bad key fails in a second with a message naming it, before Flower starts anything.
+- The run config is merged (presets and key=value pairs, in order; Flower itself takes one TOML file *or* pairs),
+  validated, and preflighted here (model, LoRA targets, every data file, the sites, the results folder: see
+  ../preflight.py), so a mistake fails in seconds with every problem named, before Flower starts anything.
 - Relative paths in the run config (data files, model folders, results dir) become absolute: the SuperLink and
   its ClientApps do not run in the user's working directory.
 - A private SuperLink is started on free ports, with its own FLWR_HOME, with runtime dependency installation,
@@ -31,12 +32,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..model.loading import check_model_settings
+from ..preflight import require
 from ..recorder import default_run_name, read_summary, write_json_atomic
 from ..resume import config_differences
 from ..run_config import load_settings
 from ..run_state import RunLock, inspect_run
 from ..settings import ConfigError, flatten_toml, load_toml_overrides, write_flat_toml
+from ..settings.pairs import parse_pairs
 
 OFFLINE_ENV = {
     "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
@@ -69,8 +71,6 @@ def app_defaults(app_dir: Path) -> dict[str, Any]:
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """Overrides from `--run-config` arguments: preset files (*.toml) and "k=v k2=v2" strings, later wins."""
-    from flwr.common.config import parse_config_args
-
     merged: dict[str, Any] = {}
     for item in items:
         if item.strip().endswith(".toml"):
@@ -78,10 +78,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
                 raise ConfigError([f"--run-config {item}: no such file"])
             merged.update(load_toml_overrides(item))
         else:
-            try:
-                merged.update(parse_config_args([item]))
-            except Exception as err:  # flwr raises bare ValueErrors and TOML errors
-                raise ConfigError([f"--run-config {item!r}: {err}"]) from None
+            merged.update(parse_pairs(item))
     return merged
 
 
@@ -238,9 +235,9 @@ def run(app_dir: str, run_config: list[str], federation_config: str = "", stream
             fused["run.name"] = default_run_name(load_settings(fused))
         settings = load_settings(fused)
         run_dir = Path(settings.run.results_dir) / settings.run.name
-        problem = folder_problem(settings, run_dir)  # before any model work
+        problem = folder_problem(settings, run_dir)  # before any model work (a GGUF model is converted in preflight)
         if problem is None:
-            check_model_settings(settings, "this machine")  # a GGUF model is converted here, before Flower starts
+            require(settings, where="this machine")  # every cheap check, before Flower starts anything
     except (ConfigError, RuntimeError, ValueError) as err:
         print(f"fedmedlora: {err}", file=sys.stderr)
         return 2

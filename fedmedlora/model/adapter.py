@@ -78,22 +78,12 @@ def initial_adapter_state(settings: Settings, head: str, num_labels: int | None,
     initialises it). An 8B base costs the server well under a second here.
     """
     import torch
-    from accelerate import init_empty_weights
     from peft import get_peft_model
     from peft.tuners.lora import LoraLayer
-    from transformers import AutoModelForCausalLM
 
-    from .loading import encoder_auto_class, load_config
-
-    config = load_config(settings.model.name)
-    if head:
-        config.num_labels = num_labels
-    with init_empty_weights():
-        auto = encoder_auto_class(head) if head else AutoModelForCausalLM
-        base = auto.from_config(config)
-    missing = missing_target_modules(base, settings.target_modules)
-    if missing:
-        raise ValueError(_missing_targets_message(settings, base, missing))
+    base = meta_base_model(settings, head, num_labels)
+    if problem := target_modules_problem(settings, base):
+        raise ValueError(problem)
     peft_model = get_peft_model(base, lora_config(settings, head))
     rng_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
@@ -111,6 +101,27 @@ def initial_adapter_state(settings: Settings, head: str, num_labels: int | None,
     finally:
         torch.random.set_rng_state(rng_state)
     return adapter_state(peft_model)
+
+
+def meta_base_model(settings: Settings, head: str, num_labels: int | None = None) -> Any:
+    """The base model with its head, built from its config on the meta device: every module, no weights, no memory."""
+    from accelerate import init_empty_weights
+    from transformers import AutoModelForCausalLM
+
+    from .loading import encoder_auto_class, load_config
+
+    config = load_config(settings.model.name)
+    if head:
+        config.num_labels = num_labels or 2
+    with init_empty_weights():
+        auto = encoder_auto_class(head) if head else AutoModelForCausalLM
+        return auto.from_config(config)
+
+
+def target_modules_problem(settings: Settings, model: Any) -> str | None:
+    """Why `lora.target-modules` does not fit `model` (names and its linear layers), or None."""
+    missing = missing_target_modules(model, settings.target_modules)
+    return _missing_targets_message(settings, model, missing) if missing else None
 
 
 def _missing_targets_message(settings: Settings, model: Any, missing: list[str]) -> str:

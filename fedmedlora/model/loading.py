@@ -55,7 +55,7 @@ def resolve_model_source(name: str) -> str:
     expanded = os.path.expanduser(name)
     if os.path.isdir(expanded):
         return os.path.abspath(expanded)
-    if os.path.sep in name.strip("/") and name.startswith((".", "/", "~")):
+    if name.startswith((".", "/", "~")):  # a path, not a hub id ("org/name")
         raise ValueError(f"model folder '{name}' does not exist (resolved to {os.path.abspath(expanded)})")
     return name
 
@@ -68,8 +68,8 @@ def load_config(name: str) -> Any:
         return AutoConfig.from_pretrained(source)
     except OSError as err:
         raise ValueError(
-            f"cannot load the config of model '{name}' ({source}): {err}. Offline, use a local folder or a model "
-            "already in the Hugging Face cache."
+            f"cannot load the config of model '{name}' ({source}): {str(err).rstrip('.')}. Offline, use a local "
+            "folder or a model already in the Hugging Face cache."
         ) from None
 
 

@@ -7,11 +7,15 @@ Shared by entity spans and relation triples. An item kind supplies three functio
   (equal keys must overlap);
 - ``type_of(item)``: the entity or relation type.
 
-Lenient matching is greedy and one-to-one (each gold and each predicted item is used at most once), in two phases:
-1. exact matches pair off first (predicted items in order, each with the earliest unused gold item of the same
-   key), so every strict match is also a lenient match and lenient counts are never below strict ones;
-2. each still unmatched predicted item, in order, takes the unmatched gold item with the largest overlap; ties go
-   to the earliest gold item.
+Both matchings are one-to-one (each gold and each predicted item is used at most once):
+- **strict**: items with equal keys pair off (predicted items in order, each with the earliest unused gold item of
+  the same key), so the strict count is, per key, the smaller of the gold and predicted counts;
+- **lenient**: a *maximum* matching of the bipartite graph whose edges join overlapping gold and predicted items: as
+  many pairs as any one-to-one assignment can make. A greedy rule (each prediction takes the gold item it overlaps
+  most) can lose pairs: gold ``B B I I`` (two spans) against predicted ``B I I B`` (tokens 0-2 and 3) gives 1 pair
+  greedily, 2 here. Among maximum matchings, the one with the most exact pairs is taken, then the one with the
+  largest total overlap (which pairs are reported; the counts depend only on the size). The strict pairs are a
+  matching of that graph, so lenient counts are never below strict ones.
 "Order" is the sorted order of ``(key, type)``, i.e. text order for spans, so results do not depend on the order in
 which callers list items.
 """
@@ -23,6 +27,8 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+import numpy as np
+
 from .counts import Counts
 
 Item = TypeVar("Item")
@@ -30,14 +36,44 @@ Item = TypeVar("Item")
 
 @dataclass(frozen=True)
 class Matching:
-    """Index pairs (gold, predicted) of one document; ``exact`` pairs are the strict matches."""
+    """Index pairs (gold, predicted) of one document: the strict pairs (equal keys) and the lenient ones."""
 
     exact: list[tuple[int, int]]
-    partial: list[tuple[int, int]]
+    lenient: list[tuple[int, int]]
 
     @property
     def pairs(self) -> list[tuple[int, int]]:
-        return self.exact + self.partial
+        return self.lenient
+
+
+def _exact_pairs(gold: Sequence[Item], pred: Sequence[Item], key: Callable[[Item], Hashable]) -> list[tuple[int, int]]:
+    free_gold_by_key: dict[Hashable, list[int]] = defaultdict(list)
+    for gold_index, item in enumerate(gold):
+        free_gold_by_key[key(item)].append(gold_index)
+    for indices in free_gold_by_key.values():
+        indices.reverse()  # pop() from the end yields the earliest gold item first
+    exact = []
+    for pred_index, item in enumerate(pred):
+        candidates = free_gold_by_key.get(key(item))
+        if candidates:
+            exact.append((candidates.pop(), pred_index))
+    return exact
+
+
+def maximum_matching(weights: np.ndarray) -> list[tuple[int, int]]:
+    """A maximum-cardinality matching of the bipartite graph whose edges are the positive entries of ``weights``
+    (gold x predicted), and among maximum matchings one of largest total weight.
+
+    Entries are 0 (no edge) or in (0, 2). Every edge is lifted by more than any matching's total weight, so one more
+    pair always outweighs any tie-break, and the Hungarian algorithm (scipy's ``linear_sum_assignment``) on the
+    lifted weights returns such a matching.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    edges = weights > 0
+    lifted = np.where(edges, weights + 2.0 * (min(weights.shape) + 1), 0.0)
+    rows, cols = linear_sum_assignment(lifted, maximize=True)
+    return [(int(g), int(p)) for g, p in zip(rows, cols) if edges[g, p]]
 
 
 def match_one_to_one(
@@ -46,38 +82,29 @@ def match_one_to_one(
     key: Callable[[Item], Hashable],
     overlap: Callable[[Item, Item], float],
 ) -> Matching:
-    """Greedy one-to-one matching of ``pred`` to ``gold`` in the given order (see the module docstring)."""
-    free_gold_by_key: dict[Hashable, list[int]] = defaultdict(list)
-    for gold_index, item in enumerate(gold):
-        free_gold_by_key[key(item)].append(gold_index)
-    for indices in free_gold_by_key.values():
-        indices.reverse()  # pop() from the end yields the earliest gold item first
-
-    gold_used = [False] * len(gold)
-    exact: list[tuple[int, int]] = []
-    left_over: list[int] = []
-    for pred_index, item in enumerate(pred):
-        candidates = free_gold_by_key.get(key(item))
-        if candidates:
-            gold_index = candidates.pop()
-            gold_used[gold_index] = True
-            exact.append((gold_index, pred_index))
-        else:
-            left_over.append(pred_index)
-
-    partial: list[tuple[int, int]] = []
-    for pred_index in left_over:
-        best_index, best_overlap = -1, 0.0
-        for gold_index, gold_item in enumerate(gold):
-            if gold_used[gold_index]:
-                continue
-            amount = overlap(gold_item, pred[pred_index])
-            if amount > best_overlap:  # strictly larger: ties stay with the earliest gold item
-                best_index, best_overlap = gold_index, amount
-        if best_index >= 0:
-            gold_used[best_index] = True
-            partial.append((best_index, pred_index))
-    return Matching(exact=exact, partial=partial)
+    """Strict pairs (equal keys) and a maximum lenient matching (see the module docstring)."""
+    exact = _exact_pairs(gold, pred, key)
+    if len(exact) == min(len(gold), len(pred)):  # one side is used up: no matching is larger
+        return Matching(exact=exact, lenient=list(exact))
+    amounts = np.zeros((len(gold), len(pred)))
+    for g, gold_item in enumerate(gold):
+        for p, pred_item in enumerate(pred):
+            amounts[g, p] = max(float(overlap(gold_item, pred_item)), 0.0)
+    edges = amounts > 0
+    gold_free, pred_free = np.ones(len(gold), bool), np.ones(len(pred), bool)
+    for g, p in exact:
+        gold_free[g] = pred_free[p] = False
+    # The strict pairs are already a maximum matching unless an augmenting path exists (Berge), and one needs a free
+    # predicted item and a free gold item that each overlap something: most sentences stop here.
+    if not (edges[:, pred_free].any() and edges[gold_free, :].any()):
+        return Matching(exact=exact, lenient=list(exact))
+    # Tie-breaks among maximum matchings: an exact pair adds 1; overlaps add their share of the total (< 1 in all).
+    weights = np.where(edges, amounts / (amounts.sum() + 1.0), 0.0)
+    for g, p in zip(*np.nonzero(edges)):
+        if key(gold[g]) == key(pred[p]):
+            weights[g, p] += 1.0
+    lenient = sorted(maximum_matching(weights), key=lambda pair: pair[1])
+    return Matching(exact=exact, lenient=lenient)
 
 
 @dataclass(frozen=True)

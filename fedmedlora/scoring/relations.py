@@ -12,9 +12,9 @@ A ``Relation`` is directed (head -> tail) and comes in one of two granularities,
   stop-word list, so e.g. "acid" leniently matches "acetic acid". A document's concept-level relations are a set:
   repeats of the same normalised triple (or pair, for the types-collapsed headline) count once.
 
-Matching is one-to-one and greedy as for entities (``matching``), the overlap being the sum of head and tail
-overlaps. The headline ignores the relation type ("was the pair found"); typed micro, macro and per relation type
-scores are reported beside it.
+Matching is one-to-one as for entities (``matching``: a maximum matching for lenient), the overlap being the sum
+of head and tail overlaps. The headline ignores the relation type ("was the pair found"); typed micro, macro and per
+relation type scores are reported beside it.
 """
 
 from __future__ import annotations

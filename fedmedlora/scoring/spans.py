@@ -1,7 +1,7 @@
 """Entity spans over tokens, BIO decoding/encoding, and corpus-level strict and lenient NER scores.
 
 Scoring follows the Fed-MedLoRA seed: micro counts over the corpus; strict = same start and end; lenient = at least
-one token in common, matched greedily one-to-one (see ``matching`` for the exact order). The seed-compatible
+one token in common, matched one-to-one by a maximum matching (see ``matching`` for the rule). The seed-compatible
 headline collapses entity types; typed micro, typed macro and per-type scores are reported beside it.
 """
 

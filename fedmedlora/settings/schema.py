@@ -42,6 +42,13 @@ def non_empty(v: Any) -> str | None:
     return None if str(v).strip() else "must not be empty"
 
 
+def folder_name(v: Any) -> str | None:
+    """One folder name, so a run cannot write outside its parent folder ('../x' or '/tmp/x' would)."""
+    if v in (".", "..") or any(sep in v for sep in ("/", "\\")):
+        return "must be a single folder name (no '/', '\\', '.' or '..'): runs are written inside run.results-dir"
+    return None
+
+
 def key(default: Any, help: str, *, choices: tuple[Any, ...] | None = None, check: Check | None = None) -> Any:
     """A dataclass field that is a run-config key."""
     return field(default=default, metadata={"help": help, "choices": choices, "check": check})
@@ -52,7 +59,7 @@ class RunSettings:
     """The run: its name, where results go, its seed."""
 
     name: str = key('',
-        'results folder name under run.results-dir; empty: <date-time>-<task>-<strategy>')
+        'results folder name under run.results-dir; empty: <date-time>-<task>-<strategy>', check=folder_name)
     results_dir: str = key('results/runs',
         "where runs are written; a relative path is taken from the ServerApp's working directory (the "
         'project root under `fedmedlora run`)')
