@@ -2,7 +2,8 @@
 
 Each call: the resident base model (loaded once per worker) takes the global adapter from the message, trains with
 a fresh optimizer on the site's training split (tokenized once per worker), and replies with the adapter tensors
-only, in the wire dtype, plus the metrics the server records.
+only, in the wire dtype, plus the agreed metrics (reply_contract.py). A mod wraps every call: exceptions become
+error replies without their text (client_errors.py).
 """
 
 from __future__ import annotations
@@ -13,16 +14,26 @@ from typing import Any
 from flwr.app import Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from .client_errors import error_reply_mod
 from .job import get_job
 from .model.adapter import adapter_state, load_adapter_state
 from .model.loading import require_cuda_for_quantization
 from .model.resident import base_model_loads
 from .model.training import ProximalTerm, round_seed, train_locally
+from .reply_contract import ARRAYS, EVALUATE_METRICS, METRICS, TRAIN_METRICS, allowed_metrics
 from .settings import ConfigError, Settings, parse_run_config
 from .wire import from_array_record, to_array_record
 
 LOG = logging.getLogger(__name__)
-app = ClientApp()
+app = ClientApp(mods=[error_reply_mod])
+
+
+def agreed(metrics: dict[str, Any], allowed: frozenset[str]) -> MetricRecord:
+    """Only agreed metric names leave the site; anything else is a programming error, logged here, not sent."""
+    kept, dropped = allowed_metrics(metrics, allowed)
+    if dropped:
+        LOG.warning("metrics not in reply_contract.py stay at the site: %s", sorted(set(metrics) - set(kept)))
+    return MetricRecord(kept)
 
 
 def site_of(context: Context, settings: Settings) -> int:
@@ -68,14 +79,15 @@ def train(msg: Message, context: Context) -> Message:
         "model-loads": base_model_loads(),
     })
     arrays = to_array_record(adapter_state(job.resident().model), settings.strategy.wire_dtype)
-    return Message(RecordDict({"arrays": arrays, "metrics": MetricRecord(metrics)}), reply_to=msg)
+    return Message(RecordDict({ARRAYS: arrays, METRICS: agreed(metrics, TRAIN_METRICS)}), reply_to=msg)
 
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     settings, job, site = _prepare(msg, context)
     result = job.evaluate(settings.evaluate.split, [site])
-    metrics = {k: float(v) for k, v in result["pooled"].items() if isinstance(v, (int, float)) and "/" not in k}
+    # per-type scores ("Disease/strict-f1") name the site's label types: they stay here
+    metrics = {k: float(v) for k, v in result["pooled"].items() if k in EVALUATE_METRICS}
     metrics.update({"num-examples": len(job.sites[site].split(settings.evaluate.split)),
                     "num-tokens": len(job.sites[site].split(settings.evaluate.split)), "site": site})
-    return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
+    return Message(RecordDict({METRICS: agreed(metrics, EVALUATE_METRICS)}), reply_to=msg)

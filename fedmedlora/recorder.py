@@ -56,7 +56,7 @@ class RunRecorder:
         self.run_dir = run_dir
         self.rounds: dict[int, dict[str, Any]] = {}
         self.comm_total = {"sent-mib": 0.0, "received-mib": 0.0}
-        self.totals = {"failures": 0, "exclusions": 0}
+        self.totals = {"failures": 0, "exclusions": 0, "clips": 0, "dropped": 0}
         self.started = time.time()
 
     @classmethod

@@ -24,6 +24,7 @@ from .recorder import RunRecorder
 from .run_config import load_settings
 from .settings import Settings
 from .strategies import STRATEGIES, build_strategy
+from .strategies.site_counts import PartitionCounts
 from .wire import from_array_record, to_array_record
 
 LOG = logging.getLogger("fedmedlora")
@@ -124,7 +125,7 @@ def run_server(grid: Grid, context: Context) -> dict[str, Any]:
     random.seed(settings.run.seed)  # Flower samples clients with the global `random`
     np.random.seed(settings.run.seed)
     wait_for_nodes(grid, settings)
-    strategy = build_strategy(settings, recorder, initial_state, job)
+    strategy = build_strategy(settings, recorder, initial_state, job, PartitionCounts.from_job(job))
     round_end = RoundEnd(settings, job, recorder)
     status = "failed"
     try:

@@ -212,6 +212,20 @@ class StrategySettings:
         'fedadam, fedyogi, fedadagrad: adaptivity, added to the root of the second moment', check=positive)
     trimmed_fraction: float = key(0.2,
         'fedtrimmedavg: share of clients cut at each end, coordinate by coordinate', check=below_half)
+    weight_cap: bool = key(True,
+        "cap each reply's claimed weight (num-examples, num-tokens) at the count the server holds for that site "
+        '(simulation: the partition sizes); a reply from a node whose count is unknown is left out')
+    norm_bound: float = key(10.0,
+        "k: a reply whose update norm ||w_client - w_global|| exceeds k x the median of the round's update norms is "
+        'clipped to that bound or left out (strategy.norm-action); robust from 3 replies a round (honest IID '
+        'sites differ by a few percent); 0: off', check=non_negative)
+    norm_action: str = key('clip',
+        'what strategy.norm-bound does to a reply above the bound', choices=('clip', 'reject'))
+    malicious_nodes: int = key(0,
+        'krum, multikrum, bulyan: malicious nodes f the rule tolerates (krum and multikrum need more than '
+        '2f + 2 replies a round, bulyan at least 4f + 3)', check=non_negative)
+    krum_select: int = key(0,
+        'multikrum: replies averaged each round (0: all but strategy.malicious-nodes)', check=non_negative)
 
 
 @dataclass(frozen=True)
@@ -233,6 +247,15 @@ class EvaluateSettings:
 
 
 @dataclass(frozen=True)
+class PrivacySettings:
+    """What may leave a site."""
+
+    error_details: bool = key(False,
+        "client error replies carry the exception's message (otherwise its type and a fixed sentence); data-file "
+        'errors carry a file name and line, never file text')
+
+
+@dataclass(frozen=True)
 class Settings:
     """Validated run config (`parse.parse_run_config`). Read `settings.lora.r` or `settings["lora.r"]`."""
 
@@ -244,6 +267,7 @@ class Settings:
     train: TrainSettings = field(default_factory=TrainSettings)
     strategy: StrategySettings = field(default_factory=StrategySettings)
     evaluate: EvaluateSettings = field(default_factory=EvaluateSettings)
+    privacy: PrivacySettings = field(default_factory=PrivacySettings)
 
     def __getitem__(self, name: str) -> Any:
         spec = KEY_BY_NAME[name]

@@ -19,6 +19,8 @@ from .fedavg import LoraFedAvg
 from .fedavgopt import LoraFedAvgOpt
 from .flower import (LoraFedAdagrad, LoraFedAdam, LoraFedAvgM, LoraFedMedian, LoraFedProx, LoraFedTrimmedAvg,
                      LoraFedYogi)
+from .robust import LoraBulyan, LoraKrum, LoraMultiKrum
+from .site_counts import SiteCounts
 
 
 class StrategySpec(NamedTuple):
@@ -52,7 +54,17 @@ STRATEGIES: dict[str, StrategySpec] = {
                               "Yin et al. 2018, arXiv 1803.01498"),
     "fedtrimmedavg": StrategySpec(LoraFedTrimmedAvg, "Flower's FedTrimmedAvg: coordinate-wise trimmed mean",
                                   "Yin et al. 2018, arXiv 1803.01498"),
+    "krum": StrategySpec(LoraKrum, "Flower's Krum: the one update closest to its n - f - 2 nearest neighbours",
+                         "Blanchard et al. 2017, NeurIPS"),
+    "multikrum": StrategySpec(LoraMultiKrum, "Flower's MultiKrum: average of the m best-scored Krum updates",
+                              "Blanchard et al. 2017, NeurIPS"),
+    "bulyan": StrategySpec(LoraBulyan, "Flower's Bulyan: MultiKrum selection, then a trimmed mean around the median",
+                           "El Mhamdi et al. 2018, arXiv 1802.07927"),
 }
+
+# Keys of the screening every strategy applies (base.py) and of the privacy options.
+SCREENING_KEYS = ("strategy.weight-cap", "strategy.norm-bound", "strategy.norm-action")
+PRIVACY_KEYS = ("privacy.error-details",)
 
 # Keys that only some strategies read (for the "has no effect" warning).
 SPECIFIC_KEYS = sorted({key for spec in STRATEGIES.values() for key in spec.cls.keys})
@@ -87,17 +99,20 @@ def unused_settings(settings: Settings) -> list[str]:
 
 
 def build_strategy(settings: Settings, recorder: RunRecorder, initial_state: dict[str, np.ndarray],
-                   job: Any = None) -> Any:
-    """The chosen strategy, ready to `start`; `job` serves strategies whose set-up needs data or the model."""
+                   job: Any = None, counts: SiteCounts | None = None) -> Any:
+    """The chosen strategy, ready to `start`; `job` serves strategies whose set-up needs data or the model;
+    `counts` is what the server holds of each site, for `strategy.weight-cap` (site_counts.py)."""
     name = settings.strategy.name
     spec = STRATEGIES[name]
     weight_by = resolve_weight_by(settings)
     arguments = spec.cls.flower_arguments(settings)
     strategy = spec.cls(**flower_sampling_kwargs(settings, weight_by), **arguments)
-    strategy.setup_lora(settings, recorder, initial_state)
+    strategy.setup_lora(settings, recorder, initial_state, counts)
     info: dict[str, Any] = {"name": name, "description": spec.description, "source": spec.source,
                             "weight-by": weight_by, "settings": {k: settings[k] for k in spec.cls.keys},
-                            "flower-arguments": arguments, **strategy.setup(job)}
+                            "flower-arguments": arguments,
+                            "screening": {k: settings[k] for k in SCREENING_KEYS},
+                            "privacy": {k: settings[k] for k in PRIVACY_KEYS}, **strategy.setup(job)}
     recorder.write_json("strategy.json", info)
     for key in unused_settings(settings):
         announce(f"key '{key}' = {settings[key]!r} has no effect with strategy.name = {name!r}", logging.WARNING)
