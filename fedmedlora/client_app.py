@@ -2,8 +2,9 @@
 
 Each call: the resident base model (loaded once per worker) takes the global adapter from the message, trains with
 a fresh optimizer on the site's training split (tokenized once per worker), and replies with the adapter tensors
-only, in the wire dtype, plus the agreed metrics (reply_contract.py). A mod wraps every call: exceptions become
-error replies without their text (client_errors.py).
+only, in the wire dtype, plus the agreed metrics (reply_contract.py). Two mods wrap every call: exceptions become
+error replies without their text (client_errors.py), and under site-level DP the update is clipped before it leaves
+(client_dp.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 from flwr.app import Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from .client_dp import site_clipping_mod
 from .client_errors import error_reply_mod
 from .job import get_job
 from .model.adapter import adapter_state, load_adapter_state
@@ -25,7 +27,7 @@ from .settings import ConfigError, Settings, parse_run_config
 from .wire import from_array_record, to_array_record
 
 LOG = logging.getLogger(__name__)
-app = ClientApp(mods=[error_reply_mod])
+app = ClientApp(mods=[error_reply_mod, site_clipping_mod])  # the first is the outermost
 
 
 def agreed(metrics: dict[str, Any], allowed: frozenset[str]) -> MetricRecord:

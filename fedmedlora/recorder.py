@@ -57,6 +57,7 @@ class RunRecorder:
         self.rounds: dict[int, dict[str, Any]] = {}
         self.comm_total = {"sent-mib": 0.0, "received-mib": 0.0}
         self.totals = {"failures": 0, "exclusions": 0, "clips": 0, "dropped": 0}
+        self.summary_fields: dict[str, Any] = {}  # run-level facts kept up to date as the run goes (e.g. privacy)
         self.started = time.time()
 
     @classmethod
@@ -123,6 +124,7 @@ class RunRecorder:
             "comm-total-mib": self.comm_total["sent-mib"] + self.comm_total["received-mib"],
             "comm-sent-mib": self.comm_total["sent-mib"],
             "comm-received-mib": self.comm_total["received-mib"],
+            **self.summary_fields,
             **fields,
         }
         path = self.run_dir / "summary.json"

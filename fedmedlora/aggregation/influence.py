@@ -55,3 +55,21 @@ def bound_norms(norms: Sequence[float], k: float) -> list[NormDecision]:
     bound = k * float(np.median(np.asarray(norms, dtype=np.float64)))
     return [NormDecision(n, bound, 1.0 if n <= bound or n == 0 else bound / n) for n in norms]
 
+
+def clip_to_bound(norms: Sequence[float], bound: float) -> list[NormDecision]:
+    """Per update: the factor that clips it to a fixed bound (differential privacy's clipping norm)."""
+    if bound <= 0:
+        raise ValueError(f"bound must be > 0, got {bound}")
+    return [NormDecision(n, bound, 1.0 if n <= bound else bound / n) for n in norms]
+
+
+# Unit roundoff of the wire dtypes: a value stored in it is off by at most this fraction of itself.
+_UNIT_ROUNDOFF = {"float16": 2.0 ** -11, "float32": 2.0 ** -24}
+
+
+def rounding_slack(state: Mapping[str, np.ndarray], bound: float, wire_dtype: str) -> float:
+    """How far past `bound` an update clipped exactly to it can measure after the clipped adapter is stored in the
+    wire dtype: each stored value is off by at most u x |value| (u: unit roundoff), so the update is off by at most
+    u x ||adapter||, doubled for the client's own rounding while it clipped."""
+    norm = float(np.sqrt(sum(float(np.sum(np.square(np.asarray(v, np.float64)))) for v in state.values())))
+    return 2.0 * _UNIT_ROUNDOFF[wire_dtype] * (norm + bound)

@@ -94,7 +94,16 @@ def _datasets(s: Settings) -> list[str]:
     return [] if s.datasets else ["key 'data.datasets' is empty: name at least one dataset"]
 
 
-RULES: tuple[Rule, ...] = (_local_work, _sampling, _splits, _learning_rates, _datasets)
+def _privacy(s: Settings) -> list[str]:
+    p = s.privacy
+    if p.dp != "off" and (p.noise_multiplier > 0) == (p.target_epsilon > 0):
+        return [f"keys 'privacy.noise-multiplier' = {p.noise_multiplier} and 'privacy.target-epsilon' = "
+                f"{p.target_epsilon}: with privacy.dp = {p.dp!r} set exactly one of them > 0 (the noise, or the "
+                "epsilon the noise is calibrated to)"]
+    return []
+
+
+RULES: tuple[Rule, ...] = (_local_work, _sampling, _splits, _learning_rates, _datasets, _privacy)
 
 
 def build_settings(values: Mapping[str, Any]) -> Settings:

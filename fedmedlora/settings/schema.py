@@ -38,6 +38,10 @@ def below_half(v: Any) -> str | None:
     return None if 0.0 <= v < 0.5 else "must be in [0, 0.5)"
 
 
+def open_unit(v: Any) -> str | None:
+    return None if 0.0 < v < 1.0 else "must be in (0, 1)"
+
+
 def non_empty(v: Any) -> str | None:
     return None if str(v).strip() else "must not be empty"
 
@@ -248,8 +252,23 @@ class EvaluateSettings:
 
 @dataclass(frozen=True)
 class PrivacySettings:
-    """What may leave a site."""
+    """What may leave a site, and differential privacy of the adapter the federation releases."""
 
+    dp: str = key('off',
+        'differential privacy: off, or site (site-level DP-FedAvg: each site clips its adapter update to '
+        "privacy.clipping-norm with Flower's fixedclipping_mod, the server adds Gaussian noise to the uniform "
+        "average with Flower's DifferentialPrivacyClientSideFixedClipping; (epsilon, delta) per round in "
+        'metrics.jsonl; fedavg or fed-medlora)', choices=('off', 'site'))
+    clipping_norm: float = key(0.1,
+        'privacy.dp = site: L2 bound on each (adapter - global adapter) update', check=positive)
+    noise_multiplier: float = key(0.0,
+        'privacy.dp = site: z, the noise std is z x clipping-norm / sites per round; 0: calibrated to '
+        'privacy.target-epsilon', check=non_negative)
+    target_epsilon: float = key(0.0,
+        'privacy.dp = site: epsilon spent after num-server-rounds rounds at privacy.delta (the noise multiplier '
+        'is calibrated to it with dp-accounting); 0: use privacy.noise-multiplier', check=non_negative)
+    delta: float = key(1e-05,
+        'privacy.dp = site: the delta at which epsilon is reported', check=open_unit)
     error_details: bool = key(False,
         "client error replies carry the exception's message (otherwise its type and a fixed sentence); data-file "
         'errors carry a file name and line, never file text')

@@ -29,7 +29,8 @@ from typing import Any, ClassVar
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 
-from ..aggregation.influence import bound_norms, capped_weight, scale_update, update_norm
+from ..aggregation.influence import (bound_norms, capped_weight, clip_to_bound, rounding_slack, scale_update,
+                                     update_norm)
 from ..aggregation.screening import state_problem
 from ..recorder import RunRecorder
 from ..reply_contract import ARRAYS, EVALUATE_METRICS, METRICS, TRAIN_METRICS, allowed_metrics, kept_error_reason
@@ -260,8 +261,11 @@ class LoraStrategyMixin:
         return None
 
     def bound_updates(self, server_round: int, replies: list[Reply]) -> list[Reply]:
-        """Record each update's norm ||w_client - w_sent||; clip or leave out updates above strategy.norm-bound x
-        the round's median."""
+        """Record each update's norm ||w_client - w_sent||; clip or leave out updates above the bound.
+
+        The bound is privacy.clipping-norm under site-level DP (every site clipped already; the server enforces it,
+        so one site that did not clip cannot break the guarantee), else strategy.norm-bound x the round's median.
+        """
         if not replies or self._sent is None:
             return replies
         reference = from_array_record(self._sent)
@@ -269,11 +273,15 @@ class LoraStrategyMixin:
         entries = {e["node"]: e for e in self.recorder.round(server_round).get("clients", [])}
         for reply, norm in zip(replies, norms):
             entries.get(reply.node, {})["update-norm"] = norm
-        strategy = self.settings.strategy
-        if strategy.norm_bound <= 0:
+        privacy, strategy = self.settings.privacy, self.settings.strategy
+        if privacy.dp == "site":
+            decisions, action = clip_to_bound(norms, privacy.clipping_norm), "clip"
+            rule = "privacy.clipping-norm: the site did not clip"
+        elif strategy.norm_bound > 0:
+            decisions, action = bound_norms(norms, strategy.norm_bound), strategy.norm_action
+            rule = f"strategy.norm-bound = {strategy.norm_bound:g} x the round's median"
+        else:
             return replies
-        decisions, action = bound_norms(norms, strategy.norm_bound), strategy.norm_action
-        rule = f"strategy.norm-bound = {strategy.norm_bound:g} x the round's median"
         kept = []
         for reply, decision in zip(replies, decisions):
             if decision.factor < 1.0:
@@ -281,7 +289,10 @@ class LoraStrategyMixin:
                 if action == "reject":
                     self.exclude(server_round, reply.node, what)
                     continue
-                self.clip(server_round, reply.node, what + ": clipped")
+                # float16 rounding of an honestly clipped update can land just past the bound: clip it silently
+                if decision.norm > decision.bound + rounding_slack(reply.state, decision.bound,
+                                                                   self.settings.strategy.wire_dtype):
+                    self.clip(server_round, reply.node, what + ": clipped")
                 reply.state = scale_update(reply.state, reference, decision.factor)
             kept.append(reply)
         return kept

@@ -17,6 +17,8 @@ from .base import announce, flower_sampling_kwargs
 from .fed_medlora_plus import LoraFedMedLoRAPlus
 from .fedavg import LoraFedAvg
 from .fedavgopt import LoraFedAvgOpt
+from .differential_privacy import SiteLevelDP
+from .differential_privacy import settings_problems as privacy_problems
 from .flower import (LoraFedAdagrad, LoraFedAdam, LoraFedAvgM, LoraFedMedian, LoraFedProx, LoraFedTrimmedAvg,
                      LoraFedYogi)
 from .robust import LoraBulyan, LoraKrum, LoraMultiKrum
@@ -62,9 +64,10 @@ STRATEGIES: dict[str, StrategySpec] = {
                            "El Mhamdi et al. 2018, arXiv 1802.07927"),
 }
 
-# Keys of the screening every strategy applies (base.py) and of the privacy options.
+# Keys of the screening every strategy applies (base.py) and of the privacy options (differential_privacy.py).
 SCREENING_KEYS = ("strategy.weight-cap", "strategy.norm-bound", "strategy.norm-action")
-PRIVACY_KEYS = ("privacy.error-details",)
+PRIVACY_KEYS = ("privacy.dp", "privacy.clipping-norm", "privacy.noise-multiplier", "privacy.target-epsilon",
+                "privacy.delta", "privacy.error-details")
 
 # Keys that only some strategies read (for the "has no effect" warning).
 SPECIFIC_KEYS = sorted({key for spec in STRATEGIES.values() for key in spec.cls.keys})
@@ -89,7 +92,7 @@ def settings_problems(settings: Settings) -> list[str]:
         allowed = ", ".join(n for n, s in STRATEGIES.items() if s.cls.product)
         problems.append(f"key 'strategy.lora-aggregation' = 'product' with strategy.name = {name!r}: product "
                         f"aggregation applies to {allowed}; {name} combines the factors (use 'factors')")
-    return problems + cls.settings_problems(settings)
+    return problems + cls.settings_problems(settings) + privacy_problems(settings)
 
 
 def unused_settings(settings: Settings) -> list[str]:
@@ -118,4 +121,6 @@ def build_strategy(settings: Settings, recorder: RunRecorder, initial_state: dic
         announce(f"key '{key}' = {settings[key]!r} has no effect with strategy.name = {name!r}", logging.WARNING)
     announce(f"strategy {name}: {spec.description} (client weights: {weight_by}"
              + "".join(f", {k.removeprefix('strategy.')} = {settings[k]}" for k in spec.cls.keys) + ")")
+    if settings.privacy.dp == "site":
+        return SiteLevelDP(strategy, settings, recorder)
     return strategy
