@@ -19,6 +19,7 @@ from .client_dp import site_clipping_mod
 from .client_errors import error_reply_mod
 from .job import get_job
 from .model.adapter import adapter_state, load_adapter_state
+from .model.dp_sgd import train_privately
 from .model.loading import require_cuda_for_quantization
 from .model.resident import base_model_loads
 from .model.training import ProximalTerm, round_seed, train_locally
@@ -68,12 +69,17 @@ def train(msg: Message, context: Context) -> Message:
     server_round = int(config["server-round"])
     train_dataset = job.tokenized(site, "train")
     mu = float(config.get("proximal-mu", 0.0))  # sent by FedProx: the proximal term is applied here, on the client
-    metrics: dict[str, Any] = train_locally(
-        settings, job.task, job.resident(), train_dataset,
-        learning_rate=float(config["learning-rate"]),
-        seed=round_seed(settings, server_round, site),
-        extra_loss=ProximalTerm(mu) if mu > 0 else None,
-    )
+    if settings.privacy.dp == "example":  # DP-SGD: every example's influence bounded and noised
+        metrics: dict[str, Any] = train_privately(
+            settings, job.task, job.resident(), train_dataset, learning_rate=float(config["learning-rate"]),
+            seed=round_seed(settings, server_round, site), server_round=server_round)
+    else:
+        metrics = train_locally(
+            settings, job.task, job.resident(), train_dataset,
+            learning_rate=float(config["learning-rate"]),
+            seed=round_seed(settings, server_round, site),
+            extra_loss=ProximalTerm(mu) if mu > 0 else None,
+        )
     metrics.update({
         "num-examples": len(train_dataset),
         "num-tokens": job.task.count_tokens(train_dataset),

@@ -1,4 +1,6 @@
-"""(epsilon, delta) of site-level DP-FedAvg: the noise multiplier for a target epsilon, and what each round spends.
+"""(epsilon, delta) of differential privacy: the noise multiplier for a target epsilon, and what is spent so far.
+
+Site-level DP-FedAvg (`privacy.dp = "site"`):
 
 Accounting is Flower's `RdpAccountant` (Renyi DP over Google's `dp-accounting`, the `flwr[dp]` extra): each released
 global adapter is one Gaussian mechanism with noise multiplier z (noise std z x clipping norm / sites averaged, for a
@@ -11,8 +13,24 @@ same accountant and event model.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
+
+
+@contextmanager
+def _quiet_absl() -> Iterator[None]:
+    """dp-accounting warns (through absl) each time it drops an RDP order it cannot evaluate; the order is simply
+    not used for the bound, so the warning is noise to a user."""
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _flower_accountant(num_sites: int, delta: float) -> Any:
@@ -67,3 +85,39 @@ class PrivacyLedger:
         return {"epsilon": spent.epsilon, "delta": spent.delta, "releases": spent.num_releases,
                 "round-epsilon": epsilon_after(noise_multiplier, 1, self.delta), "accounting": spent.accounting_method,
                 "rdp-order": spent.optimal_order}
+
+
+# --- example-level DP-SGD on a site (privacy.dp = "example") ---------------------------------------------------------
+# The unit is one training example of a site; each DP-SGD step is a Poisson-sampled Gaussian mechanism (sampling
+# rate q = batch / site examples), composed over every step the site has taken. Sites hold disjoint data, so an
+# example's guarantee is its own site's epsilon (parallel composition); the federation's is the largest of them.
+
+def _dp_sgd_event(noise_multiplier: float, sample_rate: float, steps: int) -> Any:
+    import dp_accounting
+
+    return dp_accounting.SelfComposedDpEvent(
+        dp_accounting.PoissonSampledDpEvent(sample_rate, dp_accounting.GaussianDpEvent(noise_multiplier)), steps)
+
+
+def dp_sgd_epsilon(noise_multiplier: float, sample_rate: float, steps: int, delta: float) -> float:
+    """epsilon after `steps` DP-SGD steps at sampling rate q and noise multiplier z, at delta (RDP accounting)."""
+    from dp_accounting import rdp
+
+    accountant = rdp.RdpAccountant()
+    accountant.compose(_dp_sgd_event(noise_multiplier, sample_rate, steps))
+    with _quiet_absl():
+        return float(accountant.get_epsilon(delta))
+
+
+def calibrate_dp_sgd(target_epsilon: float, delta: float, sample_rate: float, steps: int) -> float:
+    """The smallest noise multiplier whose `steps` DP-SGD steps at rate q spend at most `target_epsilon`."""
+    import dp_accounting
+    from dp_accounting import rdp
+
+    if not (target_epsilon > 0 and 0 < delta < 1 and 0 < sample_rate <= 1 and steps > 0):
+        raise ValueError(f"need target epsilon > 0, 0 < delta < 1, 0 < q <= 1, steps > 0; got {target_epsilon}, "
+                         f"{delta}, {sample_rate}, {steps}")
+    with _quiet_absl():
+        return float(dp_accounting.calibrate_dp_mechanism(
+            rdp.RdpAccountant, lambda z: _dp_sgd_event(z, sample_rate, steps), target_epsilon, delta,
+            bracket_interval=dp_accounting.LowerEndpointAndGuess(1e-2, 1.0)))

@@ -18,10 +18,11 @@ METRICS = "metrics"  # the numbers below
 # Counts both replies carry: the aggregation weights and which partition the node plays.
 COUNTS = frozenset({"num-examples", "num-tokens", "site"})
 
-# A training reply: counts, and what model/training.train_locally reports (proximal-* only under FedProx).
+# A training reply: counts, and what model/training.train_locally reports (proximal-* only under FedProx; dp-* under
+# privacy.dp = "example": the site's epsilon so far and its noise multiplier, both functions of public numbers).
 TRAIN_METRICS = COUNTS | frozenset({
     "train-loss", "train-steps", "train-examples-seen", "train-tokens-seen", "train-seconds", "learning-rate",
-    "model-loads", "proximal-mu", "proximal-distance",
+    "model-loads", "proximal-mu", "proximal-distance", "dp-epsilon", "dp-noise-multiplier",
 })
 
 

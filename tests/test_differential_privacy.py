@@ -168,3 +168,110 @@ def test_a_private_run_reports_epsilon_per_round_and_per_run(tmp_path: Path, cap
     assert strategy_info["privacy"]["privacy.dp"] == "site"
     out = capsys.readouterr().out
     assert "round 2: privacy spent epsilon = 8.0000 at delta = 1e-05 after 2 release(s)" in out
+
+
+# --- example-level DP: DP-SGD on each site (Opacus) ----------------------------------------------------------------
+
+EXAMPLE = {"privacy.dp": "example", "privacy.clipping-norm": 1.0}
+
+
+def test_dp_sgd_noise_meets_the_target_epsilon() -> None:
+    from fedmedlora.privacy_budget import calibrate_dp_sgd, dp_sgd_epsilon
+
+    q, steps = 16 / 5662, 90  # the default run: 16-sentence batches from 5,662, 3 rounds x 30 steps
+    z = {eps: calibrate_dp_sgd(eps, 1e-5, q, steps) for eps in (8.0, 1.0)}
+    assert dp_sgd_epsilon(z[8.0], q, steps, 1e-5) == pytest.approx(8.0, rel=1e-3)
+    assert dp_sgd_epsilon(z[1.0], q, steps, 1e-5) == pytest.approx(1.0, rel=1e-3)
+    assert z[8.0] < z[1.0] < calibrate_dp_sgd(1.0, 1e-5, 10 * q, steps)  # more sampled, more noise
+
+
+@pytest.mark.parametrize("overrides, fragment", [
+    ({"strategy.name": "fedprox"}, "key 'strategy.name' = 'fedprox' with privacy.dp = 'example'"),
+    ({"train.local-steps": 0, "train.local-epochs": 1.0}, "key 'train.local-steps' = 0: privacy.dp = 'example'"),
+])
+def test_example_dp_settings_are_refused_up_front(overrides: dict, fragment: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings({**EXAMPLE, "privacy.target-epsilon": 8.0, **overrides})
+    assert fragment in str(info.value)
+
+
+def test_example_dp_runs_on_encoder_tasks_only(tmp_path: Path) -> None:
+    class CausalJob:
+        family = "causal"
+
+    settings = load_settings({**EXAMPLE, "privacy.target-epsilon": 8.0, "model.name": "builtin:tiny-llama"})
+    with pytest.raises(ConfigError, match="DP-SGD runs on encoder tasks"):
+        build_strategy(settings, RunRecorder(tmp_path), {"w": np.zeros(1, np.float32)}, CausalJob())
+
+
+def test_a_reply_without_dp_epsilon_is_left_out_and_sites_epsilons_are_recorded(tmp_path: Path) -> None:
+    settings = load_settings({"data.num-sites": 3, **EXAMPLE, "privacy.target-epsilon": 8.0})
+    recorder = RunRecorder(tmp_path)
+    strategy = build_strategy(settings, recorder, {"w": np.zeros(1, np.float32)})
+    set_task_identity(1, 0)
+    out = sorted(strategy.configure_train(1, to_array_record({"w": np.zeros(1, np.float32)}, "float32"),
+                                          ConfigRecord(), NodeIdsGrid(3)), key=lambda m: m.metadata.dst_node_id)
+    replies = []
+    for msg, spent in zip(out, [2.5, 3.0, None]):
+        set_task_identity(1, msg.metadata.dst_node_id)
+        metrics = {"num-examples": 10, "site": msg.metadata.dst_node_id - 1}
+        if spent is not None:
+            metrics.update({"dp-epsilon": spent, "dp-noise-multiplier": 0.5})
+        replies.append(Message(RecordDict({"arrays": to_array_record({"w": np.ones(1, np.float32)}, "float16"),
+                                           "metrics": MetricRecord(metrics)}), reply_to=msg))
+    set_task_identity(1, 0)
+    strategy.aggregate_train(1, replies)
+    log = recorder.round(1)
+    assert log["exclusions"] == 1 and "reports no 'dp-epsilon': not trained with DP-SGD" in log["excluded"][0]["reason"]
+    assert log["privacy"]["epsilon"] == 3.0 and log["privacy"]["unit"] == "example"
+    assert log["privacy"]["sites"] == {"site 0": {"epsilon": 2.5, "noise-multiplier": 0.5},
+                                       "site 1": {"epsilon": 3.0, "noise-multiplier": 0.5}}
+    assert log["train-aggregated"]["dp-epsilon"] == 3.0  # the largest, not a mean
+
+
+@pytest.mark.slow
+def test_a_site_trains_with_dp_sgd_and_leaves_the_resident_model_clean() -> None:
+    from fedmedlora import client_app
+    from fedmedlora.job import get_job
+    from fedmedlora.model.adapter import initial_adapter_state
+    from fedmedlora.settings import parse_run_config
+
+    private = {**TINY_NER, **EXAMPLE, "privacy.target-epsilon": 8.0}
+    job = get_job(parse_run_config(TINY_NER))
+    initial = to_array_record(initial_adapter_state(job.settings, job.task.head, len(job.labels), seed=3), "float16")
+
+    def plain() -> dict[str, np.ndarray]:
+        reply = client_app.app(train_message(initial, node_id=1, server_round=1), node_context(TINY_NER, 0, 3))
+        return from_array_record(reply.content["arrays"])
+
+    before = plain()
+    spent = []
+    for server_round in (1, 2):  # TINY_NER runs 2 rounds: the second spends the whole target
+        reply = client_app.app(train_message(initial, node_id=1, server_round=server_round),
+                               node_context(private, 0, 3))
+        assert not reply.has_error(), reply.error.reason if reply.has_error() else ""
+        metrics = dict(reply.content["metrics"])
+        assert metrics["train-steps"] == 3 and metrics["dp-noise-multiplier"] > 0
+        spent.append(metrics["dp-epsilon"])
+    assert spent[0] < spent[1] == pytest.approx(8.0, rel=1e-3)
+    model = get_job(parse_run_config(TINY_NER)).resident().model
+    assert not any(hasattr(p, "grad_sample") for p in model.parameters())
+    assert not any(m._forward_hooks or m._backward_hooks for m in model.modules())  # Opacus' hooks are gone
+    after = plain()  # the same non-private round as before: nothing of DP-SGD is left in the resident model
+    assert all(np.array_equal(before[k], after[k]) for k in before)
+
+
+@pytest.mark.slow
+def test_an_example_private_run_reports_epsilon_per_round_and_per_run(tmp_path: Path) -> None:
+    from fedmedlora.launch.grid import run_in_process
+    from fedmedlora.recorder import read_metrics
+
+    run_in_process({**TINY_NER, **EXAMPLE, "privacy.target-epsilon": 3.0, "run.results-dir": str(tmp_path),
+                    "run.name": "dp-sgd"})
+    records = read_metrics(tmp_path / "dp-sgd")
+    privacy = [r["privacy"] for r in records[1:]]
+    assert privacy[0]["epsilon"] < privacy[1]["epsilon"] == pytest.approx(3.0, rel=1e-3)
+    assert set(privacy[1]["sites"]) == {"site 0", "site 1", "site 2"} and privacy[1]["unit"] == "example"
+    assert all(r["usable"] == 3 and r["aggregated"] for r in records[1:])
+    summary = json.loads((tmp_path / "dp-sgd" / "summary.json").read_text())
+    assert summary["privacy"]["epsilon"] == pytest.approx(3.0, rel=1e-3)

@@ -255,20 +255,23 @@ class PrivacySettings:
     """What may leave a site, and differential privacy of the adapter the federation releases."""
 
     dp: str = key('off',
-        'differential privacy: off, or site (site-level DP-FedAvg: each site clips its adapter update to '
-        "privacy.clipping-norm with Flower's fixedclipping_mod, the server adds Gaussian noise to the uniform "
-        "average with Flower's DifferentialPrivacyClientSideFixedClipping; (epsilon, delta) per round in "
-        'metrics.jsonl; fedavg or fed-medlora)', choices=('off', 'site'))
+        'differential privacy, (epsilon, delta) per round in metrics.jsonl: off; site (site-level DP-FedAvg: '
+        "each site clips its adapter update with Flower's fixedclipping_mod, the server adds Gaussian noise to the "
+        "uniform average with Flower's DifferentialPrivacyClientSideFixedClipping; fedavg or fed-medlora); or "
+        'example (DP-SGD on each site with Opacus: every training example is protected; encoder tasks)',
+        choices=('off', 'site', 'example'))
     clipping_norm: float = key(0.1,
-        'privacy.dp = site: L2 bound on each (adapter - global adapter) update', check=positive)
+        "L2 bound on what differential privacy clips: a site's adapter update (site), one example's gradient "
+        '(example)', check=positive)
     noise_multiplier: float = key(0.0,
-        'privacy.dp = site: z, the noise std is z x clipping-norm / sites per round; 0: calibrated to '
-        'privacy.target-epsilon', check=non_negative)
+        'z: noise std z x clipping-norm, on the mean of the updates divided by their number (site) or on the sum '
+        "of a batch's clipped gradients (example); 0: calibrated to privacy.target-epsilon", check=non_negative)
     target_epsilon: float = key(0.0,
-        'privacy.dp = site: epsilon spent after num-server-rounds rounds at privacy.delta (the noise multiplier '
-        'is calibrated to it with dp-accounting); 0: use privacy.noise-multiplier', check=non_negative)
+        'epsilon spent after num-server-rounds rounds at privacy.delta; the noise multiplier is calibrated to it '
+        'with dp-accounting (example: per site, from its examples, batch and steps); 0: use '
+        'privacy.noise-multiplier', check=non_negative)
     delta: float = key(1e-05,
-        'privacy.dp = site: the delta at which epsilon is reported', check=open_unit)
+        'the delta at which epsilon is reported', check=open_unit)
     error_details: bool = key(False,
         "client error replies carry the exception's message (otherwise its type and a fixed sentence); data-file "
         'errors carry a file name and line, never file text')

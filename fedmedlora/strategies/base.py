@@ -21,6 +21,7 @@ that needs the job, e.g. Fed-MedLoRA+'s validation set).
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -92,9 +93,10 @@ class Reply:
         return f"site {int(site)}" if isinstance(site, (int, float)) else f"node {self.node}"
 
 
-# Client metrics that are per-client facts, not quantities to average across clients.
+# Client metrics that are per-client facts, not quantities to average across clients: summed, or the largest.
 _NOT_AVERAGED = {"site", "model-loads", "num-examples", "num-tokens", "train-examples-seen", "train-tokens-seen",
-                 "train-steps"}
+                 "train-steps", "dp-epsilon", "dp-noise-multiplier"}
+_LARGEST = {"model-loads", "dp-epsilon", "dp-noise-multiplier"}
 
 
 def combine_client_metrics(metrics: list[dict[str, Any]], weight_key: str) -> dict[str, float]:
@@ -108,7 +110,7 @@ def combine_client_metrics(metrics: list[dict[str, Any]], weight_key: str) -> di
         if key not in shared or key == "site" or not all(isinstance(v, (int, float)) for v in values):
             continue
         if key in _NOT_AVERAGED:
-            out[key] = float(sum(values)) if key != "model-loads" else float(max(values))
+            out[key] = float(max(values)) if key in _LARGEST else float(sum(values))
         else:
             out[key] = sum(w * v for w, v in zip(weights, values)) / total
     return out
@@ -238,8 +240,33 @@ class LoraStrategyMixin:
                 return None, f"{key!r}: dtype {array.dtype}, expected float16 or float32"
         state = {k: np.asarray(raw[k], dtype=np.float32) for k in self.global_keys}
         reply = Reply(node_of(msg), state, metrics, msg)
-        problem = self.cap_weight(server_round, reply)
+        problem = self.cap_weight(server_round, reply) or self.privacy_problem(reply)
         return (None, problem) if problem else (reply, None)
+
+    def privacy_problem(self, reply: Reply) -> str | None:
+        """Under privacy.dp = "example" a reply must say what its site spent: one without it was not trained with
+        DP-SGD and is left out."""
+        spent = reply.metrics.get("dp-epsilon")
+        if self.settings.privacy.dp == "example" and not (isinstance(spent, (int, float)) and spent >= 0):
+            return "privacy.dp = 'example', but the reply reports no 'dp-epsilon': not trained with DP-SGD"
+        return None
+
+    def record_example_privacy(self, server_round: int, replies: list[Reply]) -> None:
+        """privacy.dp = "example": each site's epsilon so far; an example's guarantee is its site's (sites hold
+        disjoint data), the federation's the largest."""
+        if self.settings.privacy.dp != "example" or not replies:
+            return
+        p = self.settings.privacy
+        sites = self.recorder.summary_fields.setdefault("privacy", {"unit": "example", "delta": p.delta,
+                                                                    "clipping-norm": p.clipping_norm, "sites": {}})
+        for reply in replies:
+            sites["sites"][reply.label] = {"epsilon": float(reply.metrics["dp-epsilon"]),
+                                           "noise-multiplier": float(reply.metrics.get("dp-noise-multiplier", 0.0))}
+        sites["epsilon"] = max(s["epsilon"] for s in sites["sites"].values())
+        self.recorder.round(server_round)["privacy"] = copy.deepcopy(sites)
+        announce(f"round {server_round}: privacy spent (DP-SGD, per example) epsilon = {sites['epsilon']:.4f} at "
+                 f"delta = {p.delta:g}, the largest of "
+                 + ", ".join(f"{label} {s['epsilon']:.4f}" for label, s in sites["sites"].items()))
 
     def cap_weight(self, server_round: int, reply: Reply) -> str | None:
         """`strategy.weight-cap`: cap the claimed weight at the site's known count; a reason if none is known."""
@@ -323,6 +350,7 @@ class LoraStrategyMixin:
                              f"{self.settings.strategy.round_timeout:g} s", failure=True)
         self.recorder.add_comm(server_round, "train", received_bytes=received)
         usable = self.bound_updates(server_round, usable)
+        self.record_example_privacy(server_round, usable)
         if not self.enough_replies(server_round, len(usable)):
             return None, None
         state, metrics = self.aggregate_replies(server_round, usable)

@@ -38,7 +38,10 @@ DP_STRATEGIES = ("fedavg", "fed-medlora")
 
 
 def settings_problems(settings: Settings) -> list[str]:
-    """Run-config rules of `privacy.dp = "site"` that involve the strategy."""
+    """Run-config rules of differential privacy that involve the strategy."""
+    if settings.privacy.dp == "example" and settings.strategy.name == "fedprox":
+        return ["key 'strategy.name' = 'fedprox' with privacy.dp = 'example': DP-SGD clips per-example gradients, "
+                "and FedProx's proximal term is not one; use another strategy"]
     if settings.privacy.dp != "site":
         return []
     problems = []

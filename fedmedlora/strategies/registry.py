@@ -12,13 +12,13 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..recorder import RunRecorder
-from ..settings import KEY_BY_NAME, Settings
+from ..settings import KEY_BY_NAME, ConfigError, Settings
 from .base import announce, flower_sampling_kwargs
+from .differential_privacy import SiteLevelDP
+from .differential_privacy import settings_problems as privacy_problems
 from .fed_medlora_plus import LoraFedMedLoRAPlus
 from .fedavg import LoraFedAvg
 from .fedavgopt import LoraFedAvgOpt
-from .differential_privacy import SiteLevelDP
-from .differential_privacy import settings_problems as privacy_problems
 from .flower import (LoraFedAdagrad, LoraFedAdam, LoraFedAvgM, LoraFedMedian, LoraFedProx, LoraFedTrimmedAvg,
                      LoraFedYogi)
 from .robust import LoraBulyan, LoraKrum, LoraMultiKrum
@@ -107,6 +107,9 @@ def build_strategy(settings: Settings, recorder: RunRecorder, initial_state: dic
     `counts` is what the server holds of each site, for `strategy.weight-cap` (site_counts.py)."""
     name = settings.strategy.name
     spec = STRATEGIES[name]
+    if settings.privacy.dp == "example" and job is not None and job.family != "encoder":
+        raise ConfigError([f"key 'privacy.dp' = 'example': DP-SGD runs on encoder tasks (token or relation "
+                           f"classification); {settings.model.name} is a {job.family} model"])
     weight_by = resolve_weight_by(settings)
     arguments = spec.cls.flower_arguments(settings)
     strategy = spec.cls(**flower_sampling_kwargs(settings, weight_by), **arguments)
