@@ -9,7 +9,9 @@ partition of the bundled pool) and the label set the server sends with every mes
   never a prediction or a row;
 
 each with the process figures of federation/process_stats.py. The resident base model (loaded once per worker) takes
-the global adapter from the message; training uses a fresh optimizer on the site's training split.
+the global adapter from the message; training uses a fresh optimizer on the site's training split. Replies carry
+only the names agreed in reply_contract.py. Two mods wrap every call: exceptions become error replies without their
+text (client_errors.py), and under site-level DP the update is clipped before it leaves (client_dp.py).
 """
 
 from __future__ import annotations
@@ -23,21 +25,33 @@ from typing import Any
 from flwr.app import Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from .client_dp import site_clipping_mod
+from .client_errors import error_reply_mod
 from .data.sites import Site
 from .federation.node_site import POOL, NodeSite, client_job, load_node_site, node_site, pool_vocabulary
 from .federation.process_stats import MessageClock
 from .federation.site_report import site_records
 from .job import Job, resolve_family
 from .model.adapter import adapter_state, load_adapter_state
+from .model.dp_sgd import train_privately
 from .model.loading import require_cuda_for_quantization
 from .model.resident import base_model_loads
 from .model.training import ProximalTerm, round_seed, train_locally
+from .reply_contract import ARRAYS, COUNTS_RECORD, EVALUATE_METRICS, METRICS, TRAIN_METRICS, allowed_metrics
 from .settings import ConfigError, Settings, parse_run_config
 from .tasks.registry import task_class
 from .wire import from_array_record, to_array_record
 
 LOG = logging.getLogger(__name__)
-app = ClientApp()
+app = ClientApp(mods=[error_reply_mod, site_clipping_mod])  # the first is the outermost
+
+
+def agreed(metrics: dict[str, Any], allowed: frozenset[str]) -> MetricRecord:
+    """Only agreed metric names leave the site; anything else is a programming error, logged here, not sent."""
+    kept, dropped = allowed_metrics(metrics, allowed)
+    if dropped:
+        LOG.warning("metrics not in reply_contract.py stay at the site: %s", sorted(set(metrics) - set(kept)))
+    return MetricRecord(kept)
 
 
 def _settings(context: Context) -> Settings:
@@ -113,12 +127,18 @@ def train(msg: Message, context: Context) -> Message:
     train_dataset = job.tokenized(site.site_id, "train")
     mu = float(config.get("proximal-mu", 0.0))  # sent by FedProx: the proximal term is applied here, on the client
     seed_site = index if index >= 0 else zlib.crc32(site.name.encode()) % 10_007
-    metrics: dict[str, Any] = train_locally(
-        settings, job.task, job.resident(), train_dataset,
-        learning_rate=float(config["learning-rate"]),
-        seed=round_seed(settings, server_round, seed_site),
-        extra_loss=ProximalTerm(mu) if mu > 0 else None,
-    )
+    seed = round_seed(settings, server_round, seed_site)
+    if settings.privacy.dp == "example":  # DP-SGD: every example's influence bounded and noised
+        metrics: dict[str, Any] = train_privately(
+            settings, job.task, job.resident(), train_dataset, learning_rate=float(config["learning-rate"]),
+            seed=seed, server_round=server_round)
+    else:
+        metrics = train_locally(
+            settings, job.task, job.resident(), train_dataset,
+            learning_rate=float(config["learning-rate"]),
+            seed=seed,
+            extra_loss=ProximalTerm(mu) if mu > 0 else None,
+        )
     metrics.update({
         "num-examples": len(train_dataset),
         "num-tokens": job.task.count_tokens(train_dataset),
@@ -127,7 +147,7 @@ def train(msg: Message, context: Context) -> Message:
         **clock.metrics(),
     })
     arrays = to_array_record(adapter_state(job.resident().model), settings.strategy.wire_dtype)
-    return Message(RecordDict({"arrays": arrays, "metrics": MetricRecord(metrics)}), reply_to=msg)
+    return Message(RecordDict({ARRAYS: arrays, METRICS: agreed(metrics, TRAIN_METRICS)}), reply_to=msg)
 
 
 @app.evaluate()
@@ -138,4 +158,6 @@ def evaluate(msg: Message, context: Context) -> Message:
     settings, job, site, index, clock = _prepare(msg, context, split)
     counts = job.site_counts(site.site_id, split)
     metrics = {"num-examples": len(site.split(split)), "site": index, **clock.metrics()}
-    return Message(RecordDict({"counts": MetricRecord(counts), "metrics": MetricRecord(metrics)}), reply_to=msg)
+    # counts are numbers per agreed label name (the server sent the label set) and per loss field: no site text
+    return Message(RecordDict({COUNTS_RECORD: MetricRecord(counts), METRICS: agreed(metrics, EVALUATE_METRICS)}),
+                   reply_to=msg)

@@ -60,7 +60,8 @@ class RunRecorder:
         self.run_dir = run_dir
         self.rounds: dict[int, dict[str, Any]] = {}
         self.comm_total = {"sent-mib": 0.0, "received-mib": 0.0}
-        self.totals = {"failures": 0, "exclusions": 0}
+        self.totals = {"failures": 0, "exclusions": 0, "clips": 0, "dropped": 0}
+        self.summary_fields: dict[str, Any] = {}  # run-level facts kept up to date as the run goes (e.g. privacy)
         self.started = time.time()
         self.resumed_from: list[int] = []  # the rounds after which this run was resumed
 
@@ -160,6 +161,7 @@ class RunRecorder:
             "comm-sent-mib": self.comm_total["sent-mib"],
             "comm-received-mib": self.comm_total["received-mib"],
             **({"resumed-from": self.resumed_from} if self.resumed_from else {}),
+            **self.summary_fields,
             **fields,
         }
         path = self.run_dir / "summary.json"

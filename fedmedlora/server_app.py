@@ -39,6 +39,7 @@ from .strategies import STRATEGIES, build_strategy
 from .strategies.availability import connected_nodes
 from .strategies.resumed import RoundsAfter
 from .tasks.registry import task_class
+from .strategies.site_counts import ReportedCounts
 from .wire import from_array_record, to_array_record
 
 LOG = logging.getLogger("fedmedlora")
@@ -78,6 +79,13 @@ def server_sites(settings: Settings, roster: Roster) -> list:
                            "validation set the server holds, and the sites hold their own data (data-path), which "
                            "the server never reads: name public data in key 'data.server-datasets'"])
     return load_sites(settings)  # public: the simulation's sites are partitions of the bundled pool
+
+
+def reported_counts(roster: Roster) -> ReportedCounts:
+    """What each site said it holds before round 1 (its QUERY reply), for `strategy.weight-cap`: a reply may not
+    claim more training examples than its site reported."""
+    return ReportedCounts({site.node: {"num-examples": float(site.statistics["train-examples"])}
+                           for site in roster.sites})
 
 
 class RoundEnd:
@@ -203,7 +211,7 @@ def _run(grid: Grid, settings: Settings, job: Job, roster: Roster, initial_state
                   + (f", train entities {entry['train-entities']}" if "train-entities" in entry else ""), flush=True)
         random.seed(settings.run.seed)  # Flower samples clients with the global `random`
         np.random.seed(settings.run.seed)
-        strategy = build_strategy(settings, recorder, initial_state, job)
+        strategy = build_strategy(settings, recorder, initial_state, job, reported_counts(roster))
         round_end.strategy = strategy
         arrays, done, driver, evaluate_fn = initial_state, 0, strategy, round_end
         if resumed is not None:

@@ -339,7 +339,7 @@ def test_fedopt_family_step_from_float32_arrays(name: str, overrides: dict, expe
      "key 'strategy.lora-aggregation' = 'product' with strategy.name = 'fedavgopt'"),
     ({"strategy.name": "fedadam", "strategy.lora-aggregation": "product"}, "applies to fedavg, fed-medlora"),
     ({"strategy.validation-weighting": "paper"}, "allowed values are 'seed', 'size-weighted'"),
-    ({"strategy.name": "krum"}, "allowed values are 'fedavg', 'fed-medlora', 'fed-medlora-plus'"),
+    ({"strategy.name": "fednova"}, "allowed values are 'fedavg', 'fed-medlora', 'fed-medlora-plus'"),
 ])
 def test_strategy_settings_are_refused_up_front(overrides: dict, fragment: str) -> None:
     with pytest.raises(ConfigError) as info:

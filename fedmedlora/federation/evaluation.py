@@ -23,6 +23,7 @@ from flwr.serverapp import Grid
 
 from ..job import scores_of
 from ..recorder import RunRecorder
+from ..reply_contract import COUNTS_RECORD, EVALUATE_METRICS, METRICS, agreed_counts, allowed_metrics, kept_error_reason
 from ..settings import Settings
 from ..wire import record_nbytes
 from .roster import Roster
@@ -59,15 +60,20 @@ class FederatedEvaluation:
         records: dict[int, dict[str, float]] = {}
         clients: list[dict[str, Any]] = []
         failures: list[dict[str, Any]] = []
+        dropped = 0
         for msg in replies:
             node = int(msg.metadata.src_node_id)
             index = self.roster.index_of(node)
-            if msg.has_error() or "counts" not in msg.content:
-                reason = msg.error.reason if msg.has_error() else "the reply carries no count record"
-                failures.append({"site": index, "node": node, "reason": reason[:2000]})
+            if msg.has_error() or COUNTS_RECORD not in msg.content.metric_records:
+                reason = (kept_error_reason(msg.error.reason, self.settings.privacy.error_details) if msg.has_error()
+                          else "the reply carries no count record")
+                failures.append({"site": index, "node": node, "reason": reason})
                 continue
-            records[index] = dict(msg.content["counts"])
-            metrics = dict(msg.content["metrics"]) if "metrics" in msg.content else {}
+            # only agreed content is kept (reply_contract.py): anything else is counted, never stored
+            records[index], extra = agreed_counts(dict(msg.content[COUNTS_RECORD]), self.roster.vocabulary)
+            metrics, extra_metrics = allowed_metrics(
+                dict(msg.content[METRICS]) if METRICS in msg.content.metric_records else {}, EVALUATE_METRICS)
+            dropped += extra + extra_metrics + sum(name not in (COUNTS_RECORD, METRICS) for name in msg.content)
             clients.append({"node": node, **metrics, "site": index})
         replied = {f["site"] for f in failures} | set(records)
         for index in sampled:
@@ -76,7 +82,7 @@ class FederatedEvaluation:
                                  "reason": f"no reply within strategy.round-timeout = "
                                            f"{self.settings.strategy.round_timeout:g} s"})
         result: dict[str, Any] = {"by": "sites", "split": self.settings.evaluate.split, "sampled": sampled,
-                                  "clients": clients, "failures": failures}
+                                  "clients": clients, "failures": failures, **({"dropped": dropped} if dropped else {})}
         if records:
             result.update(scores_of(self.task, records))
         result["seconds"] = time.perf_counter() - start

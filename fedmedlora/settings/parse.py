@@ -104,7 +104,21 @@ def _resume(s: Settings) -> list[str]:
     return []
 
 
-RULES: tuple[Rule, ...] = (_local_work, _sampling, _splits, _learning_rates, _datasets, _resume)
+
+def _privacy(s: Settings) -> list[str]:
+    p = s.privacy
+    problems = []
+    if p.dp != "off" and (p.noise_multiplier > 0) == (p.target_epsilon > 0):
+        problems.append(f"keys 'privacy.noise-multiplier' = {p.noise_multiplier} and 'privacy.target-epsilon' = "
+                        f"{p.target_epsilon}: with privacy.dp = {p.dp!r} set exactly one of them > 0 (the noise, or "
+                        "the epsilon the noise is calibrated to)")
+    if p.dp == "example" and s.train.local_steps <= 0:
+        problems.append(f"key 'train.local-steps' = {s.train.local_steps}: privacy.dp = 'example' accounts DP-SGD "
+                        "steps; set train.local-steps > 0 (and train.local-epochs = 0)")
+    return problems
+
+
+RULES: tuple[Rule, ...] = (_local_work, _sampling, _splits, _learning_rates, _datasets, _resume, _privacy)
 
 
 def build_settings(values: Mapping[str, Any]) -> Settings:

@@ -38,6 +38,10 @@ def below_half(v: Any) -> str | None:
     return None if 0.0 <= v < 0.5 else "must be in [0, 0.5)"
 
 
+def open_unit(v: Any) -> str | None:
+    return None if 0.0 < v < 1.0 else "must be in (0, 1)"
+
+
 def non_empty(v: Any) -> str | None:
     return None if str(v).strip() else "must not be empty"
 
@@ -236,6 +240,20 @@ class StrategySettings:
         'fedadam, fedyogi, fedadagrad: adaptivity, added to the root of the second moment', check=positive)
     trimmed_fraction: float = key(0.2,
         'fedtrimmedavg: share of clients cut at each end, coordinate by coordinate', check=below_half)
+    weight_cap: bool = key(True,
+        "cap each reply's claimed weight (num-examples, num-tokens) at the count the server holds for that site "
+        '(simulation: the partition sizes); a reply from a node whose count is unknown is left out')
+    norm_bound: float = key(10.0,
+        "k: a reply whose update norm ||w_client - w_global|| exceeds k x the median of the round's update norms is "
+        'clipped to that bound or left out (strategy.norm-action); robust from 3 replies a round (honest IID '
+        'sites differ by a few percent); 0: off', check=non_negative)
+    norm_action: str = key('clip',
+        'what strategy.norm-bound does to a reply above the bound', choices=('clip', 'reject'))
+    malicious_nodes: int = key(0,
+        'krum, multikrum, bulyan: malicious nodes f the rule tolerates (krum and multikrum need more than '
+        '2f + 2 replies a round, bulyan at least 4f + 3)', check=non_negative)
+    krum_select: int = key(0,
+        'multikrum: replies averaged each round (0: all but strategy.malicious-nodes)', check=non_negative)
 
 
 @dataclass(frozen=True)
@@ -261,6 +279,33 @@ class EvaluateSettings:
 
 
 @dataclass(frozen=True)
+class PrivacySettings:
+    """What may leave a site, and differential privacy of the adapter the federation releases."""
+
+    dp: str = key('off',
+        'differential privacy, (epsilon, delta) per round in metrics.jsonl: off; site (site-level DP-FedAvg: '
+        "each site clips its adapter update with Flower's fixedclipping_mod, the server adds Gaussian noise to the "
+        "uniform average with Flower's DifferentialPrivacyClientSideFixedClipping; fedavg or fed-medlora); or "
+        'example (DP-SGD on each site with Opacus: every training example is protected; encoder tasks)',
+        choices=('off', 'site', 'example'))
+    clipping_norm: float = key(0.1,
+        "L2 bound on what differential privacy clips: a site's adapter update (site), one example's gradient "
+        '(example)', check=positive)
+    noise_multiplier: float = key(0.0,
+        'z: noise std z x clipping-norm, on the mean of the updates divided by their number (site) or on the sum '
+        "of a batch's clipped gradients (example); 0: calibrated to privacy.target-epsilon", check=non_negative)
+    target_epsilon: float = key(0.0,
+        'epsilon spent after num-server-rounds rounds at privacy.delta; the noise multiplier is calibrated to it '
+        'with dp-accounting (example: per site, from its examples, batch and steps); 0: use '
+        'privacy.noise-multiplier', check=non_negative)
+    delta: float = key(1e-05,
+        'the delta at which epsilon is reported', check=open_unit)
+    error_details: bool = key(False,
+        "client error replies carry the exception's message (otherwise its type and a fixed sentence); data-file "
+        'errors carry a file name and line, never file text')
+
+
+@dataclass(frozen=True)
 class Settings:
     """Validated run config (`parse.parse_run_config`). Read `settings.lora.r` or `settings["lora.r"]`."""
 
@@ -272,6 +317,7 @@ class Settings:
     train: TrainSettings = field(default_factory=TrainSettings)
     strategy: StrategySettings = field(default_factory=StrategySettings)
     evaluate: EvaluateSettings = field(default_factory=EvaluateSettings)
+    privacy: PrivacySettings = field(default_factory=PrivacySettings)
 
     def __getitem__(self, name: str) -> Any:
         spec = KEY_BY_NAME[name]

@@ -26,6 +26,7 @@ that needs the job, e.g. Fed-MedLoRA+'s validation set).
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -34,12 +35,16 @@ from typing import Any, ClassVar
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 
+from ..aggregation.influence import (bound_norms, capped_weight, clip_to_bound, rounding_slack, scale_update,
+                                     update_norm)
 from ..aggregation.screening import state_problem
 from ..recorder import RunRecorder
+from ..reply_contract import ARRAYS, EVALUATE_METRICS, METRICS, TRAIN_METRICS, allowed_metrics, kept_error_reason
 from ..settings import Settings
 from ..wire import WIRE_NUMPY_DTYPES, from_array_record, record_nbytes, to_array_record
 from .availability import NodeSnapshot, connected_nodes
 from .outcomes import match_replies
+from .site_counts import SiteCounts, UnknownCounts
 
 LOG = logging.getLogger(__name__)
 
@@ -74,9 +79,10 @@ def flower_sampling_kwargs(settings: Settings, weight_by: str) -> dict[str, Any]
     }
 
 
-def metrics_of(msg: Message) -> dict[str, Any]:
-    records = list(msg.content.metric_records.values())
-    return dict(records[0]) if len(records) == 1 else {}
+def metrics_of(msg: Message, allowed: frozenset[str] = TRAIN_METRICS) -> dict[str, Any]:
+    """The reply's metrics the server keeps: allowed names with numbers as values (reply_contract.py)."""
+    record = msg.content.get(METRICS) if msg.has_content() else None
+    return allowed_metrics(dict(record), allowed)[0] if isinstance(record, MetricRecord) else {}
 
 
 def node_of(msg: Message) -> int:
@@ -99,10 +105,12 @@ class Reply:
         return f"site {int(site)}" if isinstance(site, (int, float)) else f"node {self.node}"
 
 
-# Client metrics that are per-client facts, not quantities to average across clients (summed instead), and those
-# that only identify a client (federation/process_stats.py: which process served it).
+# Client metrics that are per-client facts, not quantities to average across clients (summed, or the largest), and
+# those that only identify a client (federation/process_stats.py: which process served it).
 _NOT_AVERAGED = {"site", "model-loads", "num-examples", "num-tokens", "train-examples-seen", "train-tokens-seen",
-                 "train-steps", "model-loaded", "model-load-seconds", "startup-seconds", "data-seconds"}
+                 "train-steps", "model-loaded", "model-load-seconds", "startup-seconds", "data-seconds",
+                 "dp-epsilon", "dp-noise-multiplier"}
+_LARGEST = {"model-loads", "dp-epsilon", "dp-noise-multiplier"}
 _NOT_AGGREGATED = {"site", "pid", "process-messages", "data-from-cache", "model-from-cache"}
 
 
@@ -117,7 +125,7 @@ def combine_client_metrics(metrics: list[dict[str, Any]], weight_key: str) -> di
         if key not in shared or key in _NOT_AGGREGATED or not all(isinstance(v, (int, float)) for v in values):
             continue
         if key in _NOT_AVERAGED:
-            out[key] = float(sum(values)) if key != "model-loads" else float(max(values))
+            out[key] = float(max(values)) if key in _LARGEST else float(sum(values))
         else:
             out[key] = sum(w * v for w, v in zip(weights, values)) / total
     return out
@@ -153,13 +161,20 @@ class LoraStrategyMixin:
         return {}
 
     # --- set-up ----------------------------------------------------------------------------------------------------
-    def setup_lora(self, settings: Settings, recorder: RunRecorder, initial_state: State) -> None:
+    def setup_lora(self, settings: Settings, recorder: RunRecorder, initial_state: State,
+                   counts: SiteCounts | None = None) -> None:
+        """`counts`: what the server holds of each site, for `strategy.weight-cap` (site_counts.py)."""
         self.settings = settings
         self.recorder = recorder
         self.global_keys = {k: tuple(v.shape) for k, v in initial_state.items()}
         self._wire: tuple[ArrayRecord, ArrayRecord] | None = None  # (float32 global, its wire copy)
         self._sent: dict[str, list[Message]] = {}  # the instructions of the current phase, by phase
         self._caps = {"train": self.min_train_nodes, "evaluate": self.min_evaluate_nodes}  # type: ignore[attr-defined]
+        self._sent_arrays: ArrayRecord | None = None  # the wire copy this round's training started from
+        self.counts = counts
+        if counts is None and settings.strategy.weight_cap:
+            announce("strategy.weight-cap: the server holds no site counts here; claimed weights are not capped",
+                     logging.WARNING)
 
     # --- what carries over from round to round (resume) --------------------------------------------------------------
     def state_dict(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -184,6 +199,8 @@ class LoraStrategyMixin:
         wire = self.wire_record(arrays)
         for msg in messages:
             msg.content["arrays"] = wire
+        if phase == "train":
+            self._sent_arrays = wire
         self.recorder.add_comm(server_round, phase, sent_bytes=record_nbytes(wire) * len(messages))
         self.recorder.round(server_round)[f"{phase}-nodes"] = [m.metadata.dst_node_id for m in messages]
         self._sent[phase] = messages  # the grid gives them their ids when it pushes them
@@ -223,20 +240,48 @@ class LoraStrategyMixin:
         return self._to_wire(messages, arrays, server_round, "evaluate")
 
     # --- receiving -----------------------------------------------------------------------------------------------
-    def screen_reply(self, msg: Message, node: int | None = None) -> tuple[Reply | None, str | None]:
-        """(the reply decoded, None), or (None, why it cannot be aggregated); `node`: who was sent the instruction."""
-        if msg.has_error():
-            return None, f"client error: {msg.error.reason}"
+    def keep_agreed_content(self, server_round: int, msg: Message, allowed: frozenset[str],
+                            array_key: str | None = None) -> None:
+        """Strip a reply to what a site may send (reply_contract.py): its ArrayRecord under `array_key` (train
+        replies) and the allowed, numeric metrics. Anything else is dropped and counted in the round's `dropped`,
+        never stored."""
+        if not msg.has_content():
+            return
         content = msg.content
-        if len(content.array_records) != 1 or len(content.metric_records) != 1:
-            return None, "expected one ArrayRecord and one MetricRecord"
-        array_key = getattr(self, "arrayrecord_key", "arrays")
+        dropped = 0
+        for name in list(content):
+            record = content[name]
+            if name == array_key and isinstance(record, ArrayRecord):
+                continue
+            if name == METRICS and isinstance(record, MetricRecord):
+                kept, extra = allowed_metrics(dict(record), allowed)
+                if extra:
+                    content[METRICS] = MetricRecord(kept)
+                dropped += extra
+                continue
+            del content[name]
+            dropped += 1
+        if dropped:
+            log = self.recorder.round(server_round)
+            log["dropped"] = log.get("dropped", 0) + dropped
+
+    def screen_reply(self, server_round: int, msg: Message, node: int | None = None
+                     ) -> tuple[Reply | None, str | None]:
+        """(the reply decoded, None), or (None, why it cannot be aggregated); `msg` is stripped to agreed content;
+        `node`: who was sent the instruction."""
+        if msg.has_error():
+            return None, f"client error: {kept_error_reason(msg.error.reason, self.settings.privacy.error_details)}"
+        array_key = getattr(self, "arrayrecord_key", ARRAYS)
+        self.keep_agreed_content(server_round, msg, TRAIN_METRICS, array_key)
+        content = msg.content
         if array_key not in content.array_records:
-            return None, f"the ArrayRecord is not under '{array_key}'"
+            return None, f"no ArrayRecord under '{array_key}'"
+        if METRICS not in content.metric_records:
+            return None, f"no MetricRecord under '{METRICS}'"
         weight_key = self.weighted_by_key  # type: ignore[attr-defined]
-        metrics = metrics_of(msg)
+        metrics = dict(content[METRICS])
         weight = metrics.get(weight_key)
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not np.isfinite(weight) or weight <= 0:
+        if not isinstance(weight, (int, float)) or not np.isfinite(weight) or weight <= 0:
             return None, f"metric '{weight_key}' missing or not a positive number: {weight!r}"
         raw = {k: a.numpy() for k, a in content[array_key].items()}
         problem = state_problem(raw, self.global_keys)
@@ -246,7 +291,92 @@ class LoraStrategyMixin:
             if array.dtype not in WIRE_NUMPY_DTYPES:
                 return None, f"{key!r}: dtype {array.dtype}, expected float16 or float32"
         state = {k: np.asarray(raw[k], dtype=np.float32) for k in self.global_keys}
-        return Reply(node_of(msg) if node is None else node, state, metrics, msg), None
+        reply = Reply(node_of(msg) if node is None else node, state, metrics, msg)
+        problem = self.cap_weight(server_round, reply) or self.privacy_problem(reply)
+        return (None, problem) if problem else (reply, None)
+
+    def privacy_problem(self, reply: Reply) -> str | None:
+        """Under privacy.dp = "example" a reply must say what its site spent: one without it was not trained with
+        DP-SGD and is left out."""
+        spent = reply.metrics.get("dp-epsilon")
+        if self.settings.privacy.dp == "example" and not (isinstance(spent, (int, float)) and spent >= 0):
+            return "privacy.dp = 'example', but the reply reports no 'dp-epsilon': not trained with DP-SGD"
+        return None
+
+    def record_example_privacy(self, server_round: int, replies: list[Reply]) -> None:
+        """privacy.dp = "example": each site's epsilon so far; an example's guarantee is its site's (sites hold
+        disjoint data), the federation's the largest."""
+        if self.settings.privacy.dp != "example" or not replies:
+            return
+        p = self.settings.privacy
+        sites = self.recorder.summary_fields.setdefault("privacy", {"unit": "example", "delta": p.delta,
+                                                                    "clipping-norm": p.clipping_norm, "sites": {}})
+        for reply in replies:
+            sites["sites"][reply.label] = {"epsilon": float(reply.metrics["dp-epsilon"]),
+                                           "noise-multiplier": float(reply.metrics.get("dp-noise-multiplier", 0.0))}
+        sites["epsilon"] = max(s["epsilon"] for s in sites["sites"].values())
+        self.recorder.round(server_round)["privacy"] = copy.deepcopy(sites)
+        announce(f"round {server_round}: privacy spent (DP-SGD, per example) epsilon = {sites['epsilon']:.4f} at "
+                 f"delta = {p.delta:g}, the largest of "
+                 + ", ".join(f"{label} {s['epsilon']:.4f}" for label, s in sites["sites"].items()))
+
+    def cap_weight(self, server_round: int, reply: Reply) -> str | None:
+        """`strategy.weight-cap`: cap the claimed weight at the site's known count; a reason if none is known."""
+        if not self.settings.strategy.weight_cap or self.counts is None:
+            return None
+        key = self.weighted_by_key  # type: ignore[attr-defined]
+        site = reply.metrics.get("site")
+        try:
+            claimed_site = int(site) if isinstance(site, (int, float)) and float(site).is_integer() else None
+            known = float(self.counts.counts_for(reply.node, claimed_site)[key])
+        except UnknownCounts as err:
+            return f"weight cap: the server holds no '{key}' count for this node ({err})"
+        except KeyError:
+            return f"weight cap: this node reported no '{key}' count before round 1"
+        claimed = float(reply.metrics[key])
+        weight = capped_weight(claimed, known)
+        if weight < claimed:
+            reply.metrics[key] = weight
+            self.clip(server_round, reply.node, f"claimed {key} {claimed:g} is more than the {known:g} known for "
+                                                f"site {claimed_site}: capped (strategy.weight-cap)")
+        return None
+
+    def bound_updates(self, server_round: int, replies: list[Reply]) -> list[Reply]:
+        """Record each update's norm ||w_client - w_sent||; clip or leave out updates above the bound.
+
+        The bound is privacy.clipping-norm under site-level DP (every site clipped already; the server enforces it,
+        so one site that did not clip cannot break the guarantee), else strategy.norm-bound x the round's median.
+        """
+        if not replies or self._sent_arrays is None:
+            return replies
+        reference = from_array_record(self._sent_arrays)
+        norms = [update_norm(r.state, reference) for r in replies]
+        entries = {e["node"]: e for e in self.recorder.round(server_round).get("clients", [])}
+        for reply, norm in zip(replies, norms):
+            entries.get(reply.node, {})["update-norm"] = norm
+        privacy, strategy = self.settings.privacy, self.settings.strategy
+        if privacy.dp == "site":
+            decisions, action = clip_to_bound(norms, privacy.clipping_norm), "clip"
+            rule = "privacy.clipping-norm: the site did not clip"
+        elif strategy.norm_bound > 0:
+            decisions, action = bound_norms(norms, strategy.norm_bound), strategy.norm_action
+            rule = f"strategy.norm-bound = {strategy.norm_bound:g} x the round's median"
+        else:
+            return replies
+        kept = []
+        for reply, decision in zip(replies, decisions):
+            if decision.factor < 1.0:
+                what = f"update norm {decision.norm:.4g} > bound {decision.bound:.4g} ({rule})"
+                if action == "reject":
+                    self.exclude(server_round, reply.node, what)
+                    continue
+                # float16 rounding of an honestly clipped update can land just past the bound: clip it silently
+                if decision.norm > decision.bound + rounding_slack(reply.state, decision.bound,
+                                                                   self.settings.strategy.wire_dtype):
+                    self.clip(server_round, reply.node, what + ": clipped")
+                reply.state = scale_update(reply.state, reference, decision.factor)
+            kept.append(reply)
+        return kept
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]):
         outcomes, strays = match_replies(self._sent.pop("train", []), replies)
@@ -256,6 +386,8 @@ class LoraStrategyMixin:
         received = 0
         log.update({"replies": sum(o.reply is not None for o in outcomes), "usable": 0, "failures": 0,
                     "exclusions": 0, "excluded": [], "clients": clients})
+        log.setdefault("clips", 0)
+        log.setdefault("dropped", 0)
         for outcome in outcomes:
             msg, node = outcome.reply, outcome.node
             if msg is None:  # Flower drops replies that come after the round timeout
@@ -265,14 +397,16 @@ class LoraStrategyMixin:
                 continue
             if msg.has_content():
                 received += sum(record_nbytes(r) for r in msg.content.array_records.values())
-            reply, reason = self.screen_reply(msg, node)
             clients.append({"node": node, **(metrics_of(msg) if msg.has_content() else {})})
+            reply, reason = self.screen_reply(server_round, msg, node)
             if reply is None:
                 self.exclude(server_round, node, reason or "unusable", failure=msg.has_error())
             else:
                 usable.append(reply)
         self.ignore_strays(server_round, "train", strays)
         self.recorder.add_comm(server_round, "train", received_bytes=received)
+        usable = self.bound_updates(server_round, usable)
+        self.record_example_privacy(server_round, usable)
         if not self.enough_replies(server_round, len(usable)):
             return None, None
         state, metrics = self.aggregate_replies(server_round, usable)
@@ -298,7 +432,6 @@ class LoraStrategyMixin:
         failure: an error reply or no reply (counted in `failures`); otherwise a reply screened out (`exclusions`).
         """
         log = self.recorder.round(server_round)
-        reason = reason if len(reason) <= 2000 else reason[:2000] + " [...]"  # tracebacks stay readable
         log["excluded"].append({"node": node, "reason": reason})
         log["failures" if failure else "exclusions"] += 1
         for entry in log.get("clients", []):
@@ -306,6 +439,16 @@ class LoraStrategyMixin:
                 entry["excluded"] = reason
         first_line = reason.splitlines()[0] if reason else reason
         announce(f"round {server_round}: node {node} left out of the aggregate: {first_line}", logging.WARNING)
+
+    def clip(self, server_round: int, node: int, reason: str) -> None:
+        """Keep a client in the aggregate with less influence (weight capped, update clipped), counted in `clips`."""
+        log = self.recorder.round(server_round)
+        log.setdefault("clipped", []).append({"node": node, "reason": reason})
+        log["clips"] = log.get("clips", 0) + 1
+        for entry in log.get("clients", []):
+            if entry["node"] == node:
+                entry.setdefault("clipped", []).append(reason)
+        announce(f"round {server_round}: node {node}: {reason}", logging.WARNING)
 
     def enough_replies(self, server_round: int, usable: int) -> bool:
         """True if `usable` replies may be aggregated; otherwise record and say that the adapter stays as it was."""
@@ -336,10 +479,13 @@ class LoraStrategyMixin:
         outcomes, strays = match_replies(self._sent.pop("evaluate", []), replies)
         self.ignore_strays(server_round, "evaluate", strays)
         ok = [o.reply for o in outcomes if o.reply is not None and o.reply.has_content()]
+        for msg in ok:
+            self.keep_agreed_content(server_round, msg, EVALUATE_METRICS)
+        details = self.settings.privacy.error_details
         self.recorder.round(server_round)["evaluate-clients"] = [
             {"node": o.node, "error": "no reply within strategy.round-timeout"} if o.reply is None
             else {"node": o.node, **metrics_of(o.reply)} if o.reply.has_content()
-            else {"node": o.node, "error": o.reply.error.reason} for o in outcomes]
+            else {"node": o.node, "error": kept_error_reason(o.reply.error.reason, details)} for o in outcomes]
         metrics = super().aggregate_evaluate(server_round, ok)  # type: ignore[misc]
         if metrics is not None:
             self.recorder.round(server_round)["evaluate-aggregated"] = dict(metrics)

@@ -35,7 +35,10 @@ class LoraFedAvg(LoraStrategyMixin, FedAvg):
         return self.combine(server_round, [r.state for r in replies], normalised), self.client_metrics(replies)
 
     def aggregation_weights(self, server_round: int, replies: list[Reply]) -> tuple[list[int], Sequence[float]]:
-        """(indices of the replies to aggregate, their weights): here every reply, weighted by the weight metric."""
+        """(indices of the replies to aggregate, their weights): here every reply, weighted by the weight metric;
+        under site-level DP every site counts once (the noise is calibrated to a uniform mean's sensitivity)."""
+        if self.settings.privacy.dp == "site":
+            return list(range(len(replies))), [1.0] * len(replies)
         return list(range(len(replies))), [float(r.metrics[self.weighted_by_key]) for r in replies]
 
     def combine(self, server_round: int, states: list[State], weights: np.ndarray) -> State:

@@ -12,13 +12,17 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..recorder import RunRecorder
-from ..settings import KEY_BY_NAME, Settings
+from ..settings import KEY_BY_NAME, ConfigError, Settings
 from .base import announce, flower_sampling_kwargs
+from .differential_privacy import SiteLevelDP
+from .differential_privacy import settings_problems as privacy_problems
 from .fed_medlora_plus import LoraFedMedLoRAPlus
 from .fedavg import LoraFedAvg
 from .fedavgopt import LoraFedAvgOpt
 from .flower import (LoraFedAdagrad, LoraFedAdam, LoraFedAvgM, LoraFedMedian, LoraFedProx, LoraFedTrimmedAvg,
                      LoraFedYogi)
+from .robust import LoraBulyan, LoraKrum, LoraMultiKrum
+from .site_counts import SiteCounts
 
 
 class StrategySpec(NamedTuple):
@@ -52,7 +56,18 @@ STRATEGIES: dict[str, StrategySpec] = {
                               "Yin et al. 2018, arXiv 1803.01498"),
     "fedtrimmedavg": StrategySpec(LoraFedTrimmedAvg, "Flower's FedTrimmedAvg: coordinate-wise trimmed mean",
                                   "Yin et al. 2018, arXiv 1803.01498"),
+    "krum": StrategySpec(LoraKrum, "Flower's Krum: the one update closest to its n - f - 2 nearest neighbours",
+                         "Blanchard et al. 2017, NeurIPS"),
+    "multikrum": StrategySpec(LoraMultiKrum, "Flower's MultiKrum: average of the m best-scored Krum updates",
+                              "Blanchard et al. 2017, NeurIPS"),
+    "bulyan": StrategySpec(LoraBulyan, "Flower's Bulyan: MultiKrum selection, then a trimmed mean around the median",
+                           "El Mhamdi et al. 2018, arXiv 1802.07927"),
 }
+
+# Keys of the screening every strategy applies (base.py) and of the privacy options (differential_privacy.py).
+SCREENING_KEYS = ("strategy.weight-cap", "strategy.norm-bound", "strategy.norm-action")
+PRIVACY_KEYS = ("privacy.dp", "privacy.clipping-norm", "privacy.noise-multiplier", "privacy.target-epsilon",
+                "privacy.delta", "privacy.error-details")
 
 # Keys that only some strategies read (for the "has no effect" warning).
 SPECIFIC_KEYS = sorted({key for spec in STRATEGIES.values() for key in spec.cls.keys})
@@ -77,7 +92,7 @@ def settings_problems(settings: Settings) -> list[str]:
         allowed = ", ".join(n for n, s in STRATEGIES.items() if s.cls.product)
         problems.append(f"key 'strategy.lora-aggregation' = 'product' with strategy.name = {name!r}: product "
                         f"aggregation applies to {allowed}; {name} combines the factors (use 'factors')")
-    return problems + cls.settings_problems(settings)
+    return problems + cls.settings_problems(settings) + privacy_problems(settings)
 
 
 def unused_settings(settings: Settings) -> list[str]:
@@ -87,20 +102,28 @@ def unused_settings(settings: Settings) -> list[str]:
 
 
 def build_strategy(settings: Settings, recorder: RunRecorder, initial_state: dict[str, np.ndarray],
-                   job: Any = None) -> Any:
-    """The chosen strategy, ready to `start`; `job` serves strategies whose set-up needs data or the model."""
+                   job: Any = None, counts: SiteCounts | None = None) -> Any:
+    """The chosen strategy, ready to `start`; `job` serves strategies whose set-up needs data or the model;
+    `counts` is what the server holds of each site, for `strategy.weight-cap` (site_counts.py)."""
     name = settings.strategy.name
     spec = STRATEGIES[name]
+    if settings.privacy.dp == "example" and job is not None and job.family != "encoder":
+        raise ConfigError([f"key 'privacy.dp' = 'example': DP-SGD runs on encoder tasks (token or relation "
+                           f"classification); {settings.model.name} is a {job.family} model"])
     weight_by = resolve_weight_by(settings)
     arguments = spec.cls.flower_arguments(settings)
     strategy = spec.cls(**flower_sampling_kwargs(settings, weight_by), **arguments)
-    strategy.setup_lora(settings, recorder, initial_state)
+    strategy.setup_lora(settings, recorder, initial_state, counts)
     info: dict[str, Any] = {"name": name, "description": spec.description, "source": spec.source,
                             "weight-by": weight_by, "settings": {k: settings[k] for k in spec.cls.keys},
-                            "flower-arguments": arguments, **strategy.setup(job)}
+                            "flower-arguments": arguments,
+                            "screening": {k: settings[k] for k in SCREENING_KEYS},
+                            "privacy": {k: settings[k] for k in PRIVACY_KEYS}, **strategy.setup(job)}
     recorder.write_json("strategy.json", info)
     for key in unused_settings(settings):
         announce(f"key '{key}' = {settings[key]!r} has no effect with strategy.name = {name!r}", logging.WARNING)
     announce(f"strategy {name}: {spec.description} (client weights: {weight_by}"
              + "".join(f", {k.removeprefix('strategy.')} = {settings[k]}" for k in spec.cls.keys) + ")")
+    if settings.privacy.dp == "site":
+        return SiteLevelDP(strategy, settings, recorder)
     return strategy
