@@ -1,8 +1,9 @@
 """The ClientApp: one site's local training and evaluation of the global adapter.
 
-Each call: the resident base model (loaded once per worker) takes the global adapter from the message, trains with
-a fresh optimizer on the site's training split (tokenized once per worker), and replies with the adapter tensors
-only, in the wire dtype, plus the metrics the server records.
+Each call: the resident base model (loaded once per worker) takes the global adapter from the message (completed by
+what the site keeps, site_adapter.py), trains with a fresh optimizer on the site's training split (tokenized once per
+worker), and replies with the strategy's shared adapter tensors only, in the wire format, plus the metrics the server
+records.
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ from flwr.app import Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from .job import get_job
-from .model.adapter import adapter_state, load_adapter_state
+from .model.adapter import adapter_state
 from .model.loading import require_cuda_for_quantization
 from .model.resident import base_model_loads
 from .model.training import ProximalTerm, round_seed, train_locally
 from .settings import ConfigError, Settings, parse_run_config
-from .wire import from_array_record, to_array_record
+from .site_adapter import (SiteAdapter, frozen, loaded, receive, reply_arrays, save_personal_checkpoint,
+                           takes_site_ranks)
 
 LOG = logging.getLogger(__name__)
 app = ClientApp()
@@ -39,42 +41,47 @@ def site_of(context: Context, settings: Settings) -> int:
     return site
 
 
-def _prepare(msg: Message, context: Context) -> tuple[Settings, Any, int]:
+def _prepare(msg: Message, context: Context) -> tuple[Settings, Any, int, SiteAdapter]:
     settings = parse_run_config(context.run_config)
     require_cuda_for_quantization(settings.model.quantization, "this ClientApp")
     site = site_of(context, settings)
     job = get_job(settings)
-    load_adapter_state(job.resident().model, from_array_record(msg.content["arrays"]))
-    return settings, job, site
+    return settings, job, site, receive(settings, job, msg, context, site)
 
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    settings, job, site = _prepare(msg, context)
+    settings, job, site, adapter = _prepare(msg, context)
     config = msg.content["config"]
     server_round = int(config["server-round"])
     train_dataset = job.tokenized(site, "train")
     mu = float(config.get("proximal-mu", 0.0))  # sent by FedProx: the proximal term is applied here, on the client
-    metrics: dict[str, Any] = train_locally(
-        settings, job.task, job.resident(), train_dataset,
-        learning_rate=float(config["learning-rate"]),
-        seed=round_seed(settings, server_round, site),
-        extra_loss=ProximalTerm(mu) if mu > 0 else None,
-    )
+    with loaded(job, adapter) as name, frozen(job.resident().model, adapter.scheme):
+        metrics: dict[str, Any] = train_locally(
+            settings, job.task, job.resident(), train_dataset,
+            learning_rate=float(config["learning-rate"]),
+            seed=round_seed(settings, server_round, site),
+            extra_loss=ProximalTerm(mu) if mu > 0 else None,
+        )
+        trained = adapter_state(job.resident().model, name)
     metrics.update({
         "num-examples": len(train_dataset),
         "num-tokens": job.task.count_tokens(train_dataset),
         "site": site,
         "model-loads": base_model_loads(),
     })
-    arrays = to_array_record(adapter_state(job.resident().model), settings.strategy.wire_dtype)
+    if takes_site_ranks(settings):
+        metrics["lora-rank"] = adapter.rank
+    arrays = reply_arrays(adapter, trained, context)
     return Message(RecordDict({"arrays": arrays, "metrics": MetricRecord(metrics)}), reply_to=msg)
 
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
-    settings, job, site = _prepare(msg, context)
-    result = job.evaluate(settings.evaluate.split, [site])
+    settings, job, site, adapter = _prepare(msg, context)
+    with loaded(job, adapter):
+        result = job.evaluate(settings.evaluate.split, [site])
+    save_personal_checkpoint(adapter, job, site, msg.content["config"])  # FedSA-LoRA: the site's own B stays here
     metrics = {k: float(v) for k, v in result["pooled"].items() if isinstance(v, (int, float)) and "/" not in k}
     metrics.update({"num-examples": len(job.sites[site].split(settings.evaluate.split)),
                     "num-tokens": len(job.sites[site].split(settings.evaluate.split)), "site": site})

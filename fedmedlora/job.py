@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from .data.sites import Site, load_sites
+from .model.adapter import initial_adapter_state
 from .model.loading import load_config, model_family
 from .model.resident import Resident, resident_model
 from .settings import Settings
@@ -31,10 +32,19 @@ class Job:
         rows = [r for site in self.sites for split in ("train", "val", "test") for r in site.split(split)]
         self.task = build_task(settings, self.family, rows=rows)
         self._tokenized: dict[tuple, Any] = {}
+        self._initial: dict[str, Any] | None = None
 
     @property
     def labels(self) -> list[str]:
         return list(self.task.labels)
+
+    def initial_adapter(self) -> dict[str, Any]:
+        """The round-0 adapter, drawn from run.seed: the server's start, and what server and sites both know without
+        sending it (frozen keys stay at it; int8/int4 downlinks are relative to it)."""
+        if self._initial is None:
+            self._initial = initial_adapter_state(self.settings, self.task.head, len(self.labels) or None,
+                                                  self.settings.run.seed)
+        return self._initial
 
     def resident(self) -> Resident:
         return resident_model(self.settings, self.task.head, self.labels)

@@ -18,7 +18,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from .data.sites import site_statistics
 from .job import Job, get_job
-from .model.adapter import initial_adapter_state, load_adapter_state, lora_config, save_checkpoint
+from .model.adapter import load_adapter_state, lora_config, save_checkpoint
 from .model.loading import require_cuda_for_quantization, resolve_model_source
 from .recorder import RunRecorder
 from .run_config import load_settings
@@ -107,7 +107,7 @@ def run_server(grid: Grid, context: Context) -> dict[str, Any]:
     resolve_model_source(settings.model.name)  # a bad model name fails before data is read
     job = get_job(settings)
     family = job.family
-    initial_state = initial_adapter_state(settings, job.task.head, len(job.labels) or None, settings.run.seed)
+    initial_state = job.initial_adapter()
     recorder = RunRecorder.create(settings, {
         "family": family,
         "trainer": job.task.trainer_name,

@@ -47,7 +47,7 @@ def resident_model(settings: Settings, head: str, labels: list[str]) -> Resident
     classification head over `labels`), loaded now unless the slot already holds it."""
     global _LOADS
     family = family_of_head(head)
-    key = (tuple(settings[k] for k in MODEL_KEYS), head, tuple(labels))
+    key = (tuple(settings[k] for k in MODEL_KEYS), settings.adapter_kind, head, tuple(labels))
     with _LOCK:
         current = _SLOT.get("model")
         if current is not None and current.key == key:

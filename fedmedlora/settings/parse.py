@@ -94,7 +94,26 @@ def _datasets(s: Settings) -> list[str]:
     return [] if s.datasets else ["key 'data.datasets' is empty: name at least one dataset"]
 
 
-RULES: tuple[Rule, ...] = (_local_work, _sampling, _splits, _learning_rates, _datasets)
+def _site_ranks(s: Settings) -> list[str]:
+    raw = s.lora.site_ranks
+    if not raw.strip():
+        return []
+    try:
+        ranks = s.site_ranks
+    except ValueError:
+        return [f"key 'lora.site-ranks' = {raw!r}: expected comma-separated integers, e.g. \"16,8,4\""]
+    problems = []
+    if len(ranks) != s.data.num_sites:
+        problems.append(f"key 'lora.site-ranks' = {raw!r}: {len(ranks)} ranks for {s.data.num_sites} sites "
+                        "(data.num-sites)")
+    bad = [r for r in ranks if not 0 < r <= s.lora.r]
+    if bad:
+        problems.append(f"key 'lora.site-ranks' = {raw!r}: ranks must be in 1..lora.r = {s.lora.r} (the server's "
+                        f"rank); got {bad}")
+    return problems
+
+
+RULES: tuple[Rule, ...] = (_local_work, _sampling, _splits, _learning_rates, _datasets, _site_ranks)
 
 
 def build_settings(values: Mapping[str, Any]) -> Settings:

@@ -27,12 +27,15 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
+from ..aggregation.hetero_rank import truncate
+from ..aggregation.key_roles import SHARED, keys_with_role
 from ..aggregation.screening import state_problem
 from ..recorder import RunRecorder
 from ..settings import Settings
-from ..wire import WIRE_NUMPY_DTYPES, from_array_record, record_nbytes, to_array_record
+from ..wire import (QUANTIZED_BITS, WIRE_NUMPY_DTYPES, array_values, from_array_record, is_quantized,
+                    quantized_stype, record_nbytes, state_digest, to_array_record)
 
 LOG = logging.getLogger(__name__)
 
@@ -89,7 +92,8 @@ class Reply:
 
 # Client metrics that are per-client facts, not quantities to average across clients.
 _NOT_AVERAGED = {"site", "model-loads", "num-examples", "num-tokens", "train-examples-seen", "train-tokens-seen",
-                 "train-steps"}
+                 "train-steps", "lora-rank"}
+_LARGEST = {"model-loads", "lora-rank"}  # facts of which the largest is the one worth keeping
 
 
 def combine_client_metrics(metrics: list[dict[str, Any]], weight_key: str) -> dict[str, float]:
@@ -103,7 +107,7 @@ def combine_client_metrics(metrics: list[dict[str, Any]], weight_key: str) -> di
         if key not in shared or key == "site" or not all(isinstance(v, (int, float)) for v in values):
             continue
         if key in _NOT_AVERAGED:
-            out[key] = float(sum(values)) if key != "model-loads" else float(max(values))
+            out[key] = float(sum(values)) if key not in _LARGEST else float(max(values))
         else:
             out[key] = sum(w * v for w, v in zip(weights, values)) / total
     return out
@@ -118,6 +122,7 @@ def aggregate_client_metrics(records: list[Any], weight_key: str) -> MetricRecor
 class LoraStrategyMixin:
     keys: ClassVar[tuple[str, ...]] = ()
     product: ClassVar[bool] = False
+    key_scheme: ClassVar[str] = "all"  # which adapter tensors travel (aggregation/key_roles.py)
     settings: Settings
     recorder: RunRecorder
     global_keys: dict[str, tuple[int, ...]]
@@ -141,35 +146,88 @@ class LoraStrategyMixin:
     def setup_lora(self, settings: Settings, recorder: RunRecorder, initial_state: State) -> None:
         self.settings = settings
         self.recorder = recorder
-        self.global_keys = {k: tuple(v.shape) for k, v in initial_state.items()}
+        self.initial_state = initial_state  # frozen tensors stay at it; int8/int4 downlinks are relative to it
+        shared = keys_with_role(initial_state, self.key_scheme, SHARED)
+        self.global_keys = {k: tuple(initial_state[k].shape) for k in shared}  # what travels, and is screened
         self._wire: tuple[ArrayRecord, ArrayRecord] | None = None  # (float32 global, its wire copy)
+        self._global: tuple[ArrayRecord, State] | None = None  # (float32 global sent this round, decoded once)
+        self.quantized = is_quantized(settings.strategy.wire_dtype)
+        self.sites_need_reference = self.key_scheme != "all" or self.quantized
+        self.reference_digest = state_digest(initial_state) if self.sites_need_reference else None
 
     # --- sending -------------------------------------------------------------------------------------------------
+    def encode_global(self, state: State, rank: int | None = None) -> ArrayRecord:
+        """What travels of a global adapter: its shared tensors in the wire dtype, or, int8/int4, their difference
+        from the initial adapter (zero in round 1: sites draw the initial adapter themselves). `rank`: the state is
+        that rank's truncation (heterogeneous ranks), and so is the initial adapter it is compared with."""
+        s = self.settings.strategy
+        shared = {k: state[k] for k in self.global_keys}
+        if self.quantized:
+            initial = self.initial_state if rank is None else truncate(self.initial_state, rank)
+            shared = {k: v - initial[k] for k, v in shared.items()}
+        return to_array_record(shared, s.wire_dtype, s.wire_block_size)
+
     def wire_record(self, arrays: ArrayRecord) -> ArrayRecord:
-        """The global adapter in the wire dtype, cast once per global adapter (not per phase or per client)."""
+        """The global adapter on the wire, encoded once per global adapter (not per phase or per client)."""
         if self._wire is None or self._wire[0] is not arrays:
-            self._wire = (arrays, to_array_record(from_array_record(arrays), self.settings.strategy.wire_dtype))
+            self._wire = (arrays, self.encode_global(from_array_record(arrays)))
         return self._wire[1]
+
+    def wire_record_for(self, node: int, arrays: ArrayRecord) -> ArrayRecord:
+        """What one node is sent: the same record for every node, unless a strategy says otherwise."""
+        return self.wire_record(arrays)
+
+    def reply_layout(self, metrics: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+        """The keys and shapes a reply must have: the shared tensors of the global adapter."""
+        return self.global_keys
+
+    def reply_base(self, metrics: dict[str, Any]) -> State:
+        """What an int8/int4 reply's update is added to: the float32 master copy of what the node was sent."""
+        return self.global_state()
+
+    def global_state(self) -> State:
+        """The float32 global adapter of this round (every key), decoded once."""
+        if self._global is None:
+            raise RuntimeError("no global adapter yet: configure_train has not run")
+        return self._global[1]
+
+    def _remember_global(self, arrays: ArrayRecord) -> None:
+        if self._global is None or self._global[0] is not arrays:
+            self._global = (arrays, from_array_record(arrays))
+
+    def site_config(self, config: ConfigRecord) -> ConfigRecord:
+        """The round's config, plus the initial adapter's fingerprint when sites need that adapter."""
+        if self.reference_digest is not None:
+            config["adapter-reference"] = self.reference_digest
+        return config
 
     def _to_wire(self, messages: Iterable[Message], arrays: ArrayRecord, server_round: int, phase: str
                  ) -> list[Message]:
         messages = list(messages)
         if not messages:
             return messages
-        wire = self.wire_record(arrays)
+        sent = 0
+        common = self.wire_record(arrays)
         for msg in messages:
-            msg.content["arrays"] = wire
-        self.recorder.add_comm(server_round, phase, sent_bytes=record_nbytes(wire) * len(messages))
+            wire = self.wire_record_for(msg.metadata.dst_node_id, arrays)
+            if wire is common:
+                msg.content["arrays"] = wire
+            else:  # Flower's messages share one RecordDict: a node's own record needs its own
+                msg.content = RecordDict({**dict(msg.content.items()), "arrays": wire})
+            sent += record_nbytes(wire)
+        self.recorder.add_comm(server_round, phase, sent_bytes=sent)
         self.recorder.round(server_round)[f"{phase}-nodes"] = [m.metadata.dst_node_id for m in messages]
         return messages
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Any):
         config = ConfigRecord(dict(config))
         config["learning-rate"] = self.settings.learning_rate(server_round)
-        messages = super().configure_train(server_round, arrays, config, grid)  # type: ignore[misc]
+        self._remember_global(arrays)
+        messages = super().configure_train(server_round, arrays, self.site_config(config), grid)  # type: ignore[misc]
         return self._to_wire(messages, arrays, server_round, "train")
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Any):
+        config = self.site_config(ConfigRecord(dict(config)))
         messages = super().configure_evaluate(server_round, arrays, config, grid)  # type: ignore[misc]
         return self._to_wire(messages, arrays, server_round, "evaluate")
 
@@ -189,15 +247,42 @@ class LoraStrategyMixin:
         weight = metrics.get(weight_key)
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not np.isfinite(weight) or weight <= 0:
             return None, f"metric '{weight_key}' missing or not a positive number: {weight!r}"
-        raw = {k: a.numpy() for k, a in content[array_key].items()}
-        problem = state_problem(raw, self.global_keys)
-        if problem is not None:
+        raw, problem = self.decode_arrays(content[array_key])
+        layout = None
+        if problem is None:
+            try:
+                layout = self.reply_layout(metrics)
+            except ValueError as err:
+                problem = str(err)
+        if problem is None:
+            problem = state_problem(raw, layout)
+        if problem is not None or layout is None:
             return None, problem
-        for key, array in raw.items():
-            if array.dtype not in WIRE_NUMPY_DTYPES:
-                return None, f"{key!r}: dtype {array.dtype}, expected float16 or float32"
-        state = {k: np.asarray(raw[k], dtype=np.float32) for k in self.global_keys}
+        if self.quantized:  # an update relative to the global it was sent: the master copy, not the rounded one
+            base = self.reply_base(metrics)
+            state = {k: base[k] + raw[k] for k in layout}
+        else:
+            for key, array in raw.items():
+                if array.dtype not in WIRE_NUMPY_DTYPES:
+                    return None, f"{key!r}: dtype {array.dtype}, expected float16 or float32"
+            state = {k: np.asarray(raw[k], dtype=np.float32) for k in layout}
         return Reply(node_of(msg), state, metrics, msg), None
+
+    def decode_arrays(self, record: ArrayRecord) -> tuple[dict[str, np.ndarray], str | None]:
+        """The reply's arrays as numpy (quantized ones dequantized), or the reason they cannot be read."""
+        if not self.quantized:
+            return {k: a.numpy() for k, a in record.items()}, None
+        s = self.settings.strategy
+        expected = quantized_stype(QUANTIZED_BITS[s.wire_dtype], s.wire_block_size)
+        out = {}
+        for key, array in record.items():
+            if array.stype != expected:
+                return {}, f"{key!r}: serialization {array.stype!r}, expected {expected!r} (strategy.wire-dtype)"
+            try:
+                out[key] = array_values(array)
+            except ValueError as err:
+                return {}, f"{key!r}: {err}"
+        return out, None
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]):
         replies = list(replies)
@@ -230,9 +315,18 @@ class LoraStrategyMixin:
             log["train-aggregated"] = dict(metrics)
         if state is None:
             return None, metrics
+        state = self.complete(state)
         record = to_array_record(state, "float32")  # the master copy stays float32
-        self._wire = (record, to_array_record(state, self.settings.strategy.wire_dtype))
+        self._wire = (record, self.encode_global(state))
         return record, metrics
+
+    def complete(self, aggregate: State) -> State:
+        """The whole global adapter: the aggregated shared tensors, and the rest as they were (frozen at the initial
+        adapter; personal ones are never here: the server keeps their initial values)."""
+        if len(aggregate) == len(self.initial_state):
+            return aggregate
+        current = self.global_state()
+        return {k: aggregate[k] if k in aggregate else current[k] for k in self.initial_state}
 
     def exclude(self, server_round: int, node: int, reason: str, failure: bool = False) -> None:
         """Leave one client out of this round's aggregate, with its reason, counted in metrics.jsonl.
