@@ -21,6 +21,7 @@ from .job import Job, get_job
 from .model.adapter import load_adapter_state, lora_config, save_checkpoint
 from .model.loading import require_cuda_for_quantization, resolve_model_source
 from .recorder import RunRecorder
+from .scoring.plateau import Plateau, plateaued
 from .run_config import load_settings
 from .settings import Settings
 from .strategies import STRATEGIES, build_strategy
@@ -72,7 +73,8 @@ class RoundEnd:
                                      "seconds": time.perf_counter() - start}
             metric_record = MetricRecord({k: float(v) for k, v in result["pooled"].items() if k in HEADLINE})
         every = self.settings.evaluate.checkpoint_every
-        last = server_round == self.settings.num_server_rounds
+        stop = self._plateau(server_round, fields)
+        last = server_round == self.settings.num_server_rounds or stop is not None
         # peft_0 is the initial adapter (the zero-shot model, re-scorable with eval.py); then every `every` rounds
         if last or (every and server_round % every == 0):
             path = save_checkpoint(self.recorder.run_dir / f"peft_{server_round}", state, self.peft_config,
@@ -81,7 +83,22 @@ class RoundEnd:
         record = self.recorder.end_round(server_round, **fields)
         self.history.append(record)
         self._log_round(record)
+        if stop is not None:
+            raise stop
         return metric_record
+
+    def _plateau(self, server_round: int, fields: dict[str, Any]) -> Plateau | None:
+        """The stop, when evaluate.plateau-rounds is on and this round's pooled score says the run has converged."""
+        rounds, delta = self.settings.evaluate.plateau_rounds, self.settings.evaluate.plateau_delta
+        if not rounds or "server-eval" not in fields:
+            return None
+        key = self.job.task.primary_metric
+        scores = [r["server-eval"]["pooled"][key] for r in self.history] + [fields["server-eval"]["pooled"][key]]
+        if not plateaued(scores, rounds, delta):
+            return None
+        stop = Plateau(server_round, max(scores[:-rounds]), rounds, delta)
+        fields["plateau"] = stop.as_dict()
+        return stop
 
     def _log_round(self, record: dict[str, Any]) -> None:
         parts = [f"round {record['round']}"]
@@ -126,7 +143,7 @@ def run_server(grid: Grid, context: Context) -> dict[str, Any]:
     wait_for_nodes(grid, settings)
     strategy = build_strategy(settings, recorder, initial_state, job)
     round_end = RoundEnd(settings, job, recorder)
-    status = "failed"
+    status, stopped = "failed", None
     try:
         strategy.start(
             grid=grid,
@@ -138,13 +155,21 @@ def run_server(grid: Grid, context: Context) -> dict[str, Any]:
             evaluate_fn=round_end,
         )
         status = "completed"
+    except Plateau as stop:  # converged before num-server-rounds: a completed run
+        status, stopped = "completed", stop.as_dict()
+        print(f"[fedmedlora] {stop}", flush=True)
     finally:
         summary = {"run-dir": str(recorder.run_dir)}
+        if stopped is not None:
+            summary["stopped-at-plateau"] = stopped
         if round_end.history and "server-eval" in round_end.history[-1]:
             key = job.task.primary_metric
             summary["primary-metric"] = key
             summary[f"{key}-per-round"] = [r["server-eval"]["pooled"][key] for r in round_end.history]
             summary["final-server-eval"] = round_end.history[-1]["server-eval"]["pooled"]
+            personalised = [r["personalised"]["pooled"].get(key) for r in round_end.history if "personalised" in r]
+            if personalised:  # FedSA-LoRA: the sites' own evaluation with their own B, pooled
+                summary[f"personalised-{key}-per-round"] = personalised
         path = recorder.finish(status, **summary)
         print(f"[fedmedlora] {status}: results in {recorder.run_dir} (summary: {path.name})", flush=True)
     return {"run-dir": str(recorder.run_dir), "history": round_end.history}

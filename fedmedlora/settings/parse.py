@@ -113,7 +113,14 @@ def _site_ranks(s: Settings) -> list[str]:
     return problems
 
 
-RULES: tuple[Rule, ...] = (_local_work, _sampling, _splits, _learning_rates, _datasets, _site_ranks)
+def _plateau(s: Settings) -> list[str]:
+    if s.evaluate.plateau_rounds and not s.evaluate.server:
+        return [f"key 'evaluate.plateau-rounds' = {s.evaluate.plateau_rounds}: stopping at a plateau reads the "
+                "server-side evaluation; set evaluate.server = true"]
+    return []
+
+
+RULES: tuple[Rule, ...] = (_local_work, _sampling, _splits, _learning_rates, _datasets, _site_ranks, _plateau)
 
 
 def build_settings(values: Mapping[str, Any]) -> Settings:

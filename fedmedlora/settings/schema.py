@@ -242,6 +242,13 @@ class EvaluateSettings:
         'held-out split used by evaluation', choices=('val', 'test'))
     batch_size: int = key(64,
         'examples per evaluation batch', check=positive)
+    plateau_rounds: int = key(0,
+        'stop the run once the pooled primary metric of the server-side evaluation has not risen by more than '
+        'evaluate.plateau-delta over this many rounds (0: run all num-server-rounds, which is then a cap)',
+        check=non_negative)
+    plateau_delta: float = key(0.003,
+        'evaluate.plateau-rounds: the smallest rise (0.003 = 0.3 F1 points) that counts as improving',
+        check=non_negative)
     checkpoint_every: int = key(1,
         'save peft_<round>/ every N rounds, peft_0 (the initial adapter) included; the last round always',
         check=non_negative)
