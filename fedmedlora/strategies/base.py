@@ -1,22 +1,27 @@
 """What every fedmedlora strategy adds to a Flower strategy, whatever its aggregation rule.
 
 `LoraStrategyMixin` goes in front of a Flower strategy class (`class X(LoraStrategyMixin, FedAvg)`):
-- the server keeps the global adapter in float32 and sends it in `strategy.wire-dtype` (float16 by default), cast
-  once per round: the Flower parent builds its messages (and FedOpt/FedAvgM keep their copy of the global arrays)
-  from the float32 record; only the outgoing messages carry the wire copy. Clients read the wire dtype from the run
-  config; the round's training config carries only its learning rate (and FedProx's mu);
+- the server keeps the global adapter in float32 and sends its shared tensors (all of them, unless the strategy's
+  `key_scheme` keeps some at the sites: aggregation/key_roles.py) in `strategy.wire-dtype`, encoded once per round:
+  float16 (the default) or float32 values, or int8/int4 quantized differences from the initial adapter (wire.py,
+  docs/wire-formats.md). The Flower parent builds its messages (and FedOpt/FedAvgM keep their copy of the global
+  arrays) from the float32 record; only the outgoing messages carry the wire copy. Clients read the wire format
+  from the run config; the round's training config carries its learning rate (and FedProx's mu, and the initial
+  adapter's fingerprint when sites need that adapter);
 - replies are screened and decoded once, here and nowhere else: error replies, missing metrics, missing/extra keys,
-  wrong shapes, non-float dtypes and NaN/Inf exclude a client with a logged reason. Usable replies become `Reply`s
-  (float32 state in the global key order, metrics) that the rule (`aggregate_replies`) combines; the aggregate is
-  encoded once. A round with fewer usable replies than `strategy.min-replies` leaves the global adapter unchanged and
-  says so;
+  wrong shapes, non-float dtypes or another wire format, and NaN/Inf exclude a client with a logged reason. Usable
+  replies become `Reply`s (float32 state in the global key order, metrics; an int8/int4 update is added to the
+  float32 master copy of what the node was sent) that the rule (`aggregate_replies`) combines; the aggregate,
+  completed with the tensors that did not travel, is encoded once. A round with fewer usable replies than
+  `strategy.min-replies` leaves the global adapter unchanged and says so;
 - per-client metrics, exclusions and the array bytes sent and received are recorded for metrics.jsonl (the recorder
   keeps the running totals).
 
 A strategy owns its specifics as class attributes and hooks: `keys` (the strategy-specific run-config keys it reads),
-`product` (whether `strategy.lora-aggregation = "product"` applies), `settings_problems` (its cross-key rules, checked
-with the run config), `flower_arguments` (its Flower constructor arguments from the settings) and `setup` (set-up
-that needs the job, e.g. Fed-MedLoRA+'s validation set).
+`product` (whether `strategy.lora-aggregation = "product"` applies), `key_scheme` (which tensors travel),
+`settings_problems` (its cross-key rules, checked with the run config), `flower_arguments` (its Flower constructor
+arguments from the settings), `setup` (set-up that needs the job, e.g. Fed-MedLoRA+'s validation set), and for
+strategies whose nodes differ (FlexLoRA's ranks) `wire_record_for`, `reply_layout` and `reply_base`.
 """
 
 from __future__ import annotations
