@@ -25,7 +25,7 @@ from .aggregation.hetero_rank import state_rank, truncate
 from .aggregation.key_roles import FROZEN, PERSONAL, SHARED, key_role, lora_factor
 from .model.adapter import load_adapter_state
 from .model.site_rank import at_rank
-from .quantization import quantize_with_feedback
+from .wire_quantization import quantize_with_feedback
 from .settings import Settings
 from .wire import (QUANTIZED_BITS, from_array_record, is_quantized, quantized_array, state_digest,
                    to_array_record)

@@ -4,7 +4,7 @@ An adapter state is `dict[str, np.ndarray]` (PEFT checkpoint keys). The server k
 With `strategy.wire-dtype` float16 (the default) or float32 the values themselves travel, as numpy arrays; replies
 are widened to float32 once, when they are screened, before any arithmetic.
 
-With int8 or int4 a tensor travels blockwise-quantized (quantization.py) as one Flower `Array` of our own
+With int8 or int4 a tensor travels blockwise-quantized (wire_quantization.py) as one Flower `Array` of our own
 serialization type: `stype` names the format (`fedmedlora/absmax-int8-b64`), `data` is the float16 block absmax
 values followed by the codes. One Array per tensor, no numpy header: the per-tensor overhead stays what Flower adds.
 An all-zero tensor travels as empty data. What a quantized record means (an update relative to what) is the
@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .quantization import Quantized, blocks, code_bytes, dequantize, quantize
+from .wire_quantization import Quantized, blocks, code_bytes, dequantize, quantize
 
 WIRE_DTYPES = {"float16": np.float16, "float32": np.float32}
 WIRE_NUMPY_DTYPES = {np.dtype(d) for d in WIRE_DTYPES.values()}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedmedlora.quantization import dequantize, error_bound, quantize, quantize_with_feedback
+from fedmedlora.wire_quantization import dequantize, error_bound, quantize, quantize_with_feedback
 
 
 def test_eight_bit_codes_by_hand() -> None:
