@@ -20,8 +20,8 @@ from .model.loading import require_cuda_for_quantization
 from .model.resident import base_model_loads
 from .model.training import ProximalTerm, round_seed, train_locally
 from .settings import ConfigError, Settings, parse_run_config
-from .site_adapter import (SiteAdapter, frozen, loaded, receive, reply_arrays, save_personal_checkpoint,
-                           takes_site_ranks)
+from .site_adapter import (SiteAdapter, frozen, loaded, needs_reference, receive, reply_arrays, rounds_kept,
+                           save_personal_checkpoint, takes_site_ranks)
 
 LOG = logging.getLogger(__name__)
 app = ClientApp()
@@ -72,6 +72,8 @@ def train(msg: Message, context: Context) -> Message:
     })
     if takes_site_ranks(settings):
         metrics["lora-rank"] = adapter.rank
+    if needs_reference(settings):  # the site keeps state between rounds: say how old it is
+        metrics["site-rounds-kept"] = rounds_kept(context)
     arrays = reply_arrays(adapter, trained, context)
     return Message(RecordDict({"arrays": arrays, "metrics": MetricRecord(metrics)}), reply_to=msg)
 

@@ -32,6 +32,7 @@ from .wire import (QUANTIZED_BITS, from_array_record, is_quantized, quantized_ar
 
 RESIDUAL_STATE = "fedmedlora.wire-residual"
 PERSONAL_STATE = "fedmedlora.personal"
+ROUNDS_STATE = "fedmedlora.site"
 REFERENCE_CONFIG = "adapter-reference"  # the server's fingerprint of the initial adapter, when sites need it
 State = dict[str, np.ndarray]
 
@@ -146,6 +147,16 @@ def frozen(model: Any, scheme: str) -> Iterator[None]:
     finally:
         for p in params:
             p.requires_grad_(True)
+
+
+def rounds_kept(context: Context) -> int:
+    """How many earlier training rounds of this site its kept state (residual, personal tensors) comes from; counts
+    this round. A site whose state Flower did not keep (a restarted SuperNode) reports 0 and starts afresh."""
+    from flwr.app import ConfigRecord
+
+    before = int(context.state[ROUNDS_STATE]["train-rounds"]) if ROUNDS_STATE in context.state else 0
+    context.state[ROUNDS_STATE] = ConfigRecord({"train-rounds": before + 1})
+    return before
 
 
 def reply_arrays(site: SiteAdapter, trained: State, context: Context) -> ArrayRecord:

@@ -32,6 +32,7 @@ def test_int8_reply_is_the_update_and_the_site_keeps_the_residual() -> None:
     out = client_app.train(train_message(zero, node_id=1, **ref), ctx)
     arrays = out.content["arrays"]
     assert {a.stype for a in arrays.values()} == {"fedmedlora/absmax-int8-b128"}
+    assert dict(out.content["metrics"])["site-rounds-kept"] == 0  # nothing kept yet
     trained = adapter_state(get_job(parse_run_config(config)).resident().model)
     sent = from_array_record(arrays)
     residual = from_array_record(ctx.state[RESIDUAL_STATE])
@@ -42,6 +43,7 @@ def test_int8_reply_is_the_update_and_the_site_keeps_the_residual() -> None:
     assert moved > 0 and kept < moved / 100  # 8 bits: the residual is a sliver of the update
     # the next round folds the residual in: what the site sends then includes what it kept back now
     again = client_app.train(train_message(zero, node_id=1, server_round=2, **ref), ctx)
+    assert dict(again.content["metrics"])["site-rounds-kept"] == 1
     trained2 = adapter_state(get_job(parse_run_config(config)).resident().model)
     sent2, residual2 = from_array_record(again.content["arrays"]), from_array_record(ctx.state[RESIDUAL_STATE])
     for key in list(initial)[:4]:

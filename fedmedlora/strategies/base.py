@@ -97,8 +97,8 @@ class Reply:
 
 # Client metrics that are per-client facts, not quantities to average across clients.
 _NOT_AVERAGED = {"site", "model-loads", "num-examples", "num-tokens", "train-examples-seen", "train-tokens-seen",
-                 "train-steps", "lora-rank"}
-_LARGEST = {"model-loads", "lora-rank"}  # facts of which the largest is the one worth keeping
+                 "train-steps", "lora-rank", "site-rounds-kept"}
+_LARGEST = {"model-loads", "lora-rank", "site-rounds-kept"}  # facts of which the largest is the one worth keeping
 
 
 def combine_client_metrics(metrics: list[dict[str, Any]], weight_key: str) -> dict[str, float]:
