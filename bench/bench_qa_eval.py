@@ -27,7 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="builtin:tiny-llama")
     parser.add_argument("--datasets", default="medqa,medmcqa,pubmedqa")
-    parser.add_argument("--limit", type=int, default=64, help="questions per dataset (a prefix)")
+    parser.add_argument("--limit", type=int, default=64,
+                        help="questions per dataset (a sample stratified by answer, as eval's --limit draws it)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")

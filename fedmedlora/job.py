@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from .data.sites import Site, load_sites
-from .model.adapter import initial_adapter_state
+from .model.adapter import checkpoint_info, initial_adapter_state
 from .model.loading import load_config, model_family
 from .model.resident import Resident, resident_model
 from .settings import Settings
@@ -59,9 +59,7 @@ class Job:
 
     def checkpoint_info(self, server_round: int, **extra: Any) -> dict[str, Any]:
         """What `fedmedlora.json` beside a `peft_<round>/` records, so eval.py can score the checkpoint alone."""
-        return {"round": server_round, "task": self.settings.data.task, "family": self.family,
-                "labels": self.labels, "base-model": self.settings.model.name,
-                "max-length": self.settings.data.max_length, **extra}
+        return checkpoint_info(self.settings, self.family, self.labels, server_round, **extra)
 
     def evaluate(self, split: str, site_ids: list[int] | None = None) -> dict[str, Any]:
         """Score the resident model (with whatever adapter it holds) per site and pooled."""

@@ -19,7 +19,7 @@ from flwr.serverapp import Grid, ServerApp
 from .data.sites import site_statistics
 from .job import Job, get_job
 from .model.adapter import load_adapter_state, lora_config, save_checkpoint
-from .model.loading import require_cuda_for_quantization, resolve_model_source
+from .model.loading import check_model_settings
 from .recorder import RunRecorder
 from .scoring.plateau import Plateau, plateaued
 from .run_config import load_settings
@@ -120,8 +120,7 @@ class RoundEnd:
 
 def run_server(grid: Grid, context: Context) -> dict[str, Any]:
     settings = load_settings(context.run_config)
-    require_cuda_for_quantization(settings.model.quantization, "the ServerApp")
-    resolve_model_source(settings.model.name)  # a bad model name fails before data is read
+    check_model_settings(settings, "the ServerApp")  # a bad model name or quantization fails before data is read
     job = get_job(settings)
     family = job.family
     initial_state = job.initial_adapter()

@@ -60,6 +60,31 @@ def test_scores_bundled_and_jsonl_datasets_and_writes_every_output(tmp_path, cap
     assert "medqa: Accuracy:" in capsys.readouterr().out
 
 
+def test_default_datasets_are_the_leaderboards_four_and_their_average_is_reported(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert run_cli("--limit", "8", "--seed", "11", "--mode", "loglik", "--output-dir", str(out)) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert sorted(summary["datasets"]) == ["careqa", "medmcqa", "medqa", "pubmedqa"]
+    assert summary["argv"] == ["--base-model-name-path", MICRO, "--quantization", "0", "--device", "cpu",
+                               "--no-progress", "--limit", "8", "--seed", "11", "--mode", "loglik", "--output-dir",
+                               str(out)]  # no --datasets: the default list
+    accuracies = [summary["datasets"][name]["accuracy"] for name in ("pubmedqa", "medmcqa", "medqa", "careqa")]
+    assert summary["leaderboard_average"] == pytest.approx(sum(accuracies) / 4)
+    assert summary["leaderboard_missing"] == [] and summary["leaderboard_sampled"] is True
+    assert summary["seed"] == 11
+    for name in ("pubmedqa", "careqa"):
+        sample = summary["datasets"][name]["sample"]
+        ids = [r["id"] for r in read_jsonl(out / f"generation_{name}_fl.jsonl")]
+        assert (sample["seed"], sample["size"]) == (11, 8) and sorted(sample["ids"]) == sorted(ids)
+    assert summary["datasets"]["careqa"]["sample"]["of"] == 5621
+    assert f"FlowerTune leaderboard average (pubmedqa, medmcqa, medqa, careqa): " \
+           f"{summary['leaderboard_average']:.4f} (on --limit samples" in capsys.readouterr().out
+    # a second invocation into the same folder scoring one dataset again keeps the average over all four
+    assert run_cli("--datasets", "medqa", "--limit", "8", "--seed", "11", "--mode", "loglik",
+                   "--output-dir", str(out)) == 0
+    assert json.loads((out / "summary.json").read_text())["leaderboard_average"] == summary["leaderboard_average"]
+
+
 def test_default_output_folder_and_progress_bar(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert cli.main(["--base-model-name-path", MICRO, "--quantization", "0", "--device", "cpu", "--datasets",

@@ -18,6 +18,7 @@ from fedmedlora_data import data_path
     ("pubmedqa", 500, {"A": 276, "B": 169, "C": 55}),
     ("medmcqa", 4183, {"A": 1348, "B": 1085, "C": 925, "D": 825}),
     ("medqa", 1273, {"A": 353, "B": 309, "C": 346, "D": 265}),
+    ("careqa", 5621, {"A": 1390, "B": 1460, "C": 1486, "D": 1285}),
 ])
 def test_bundled_sets_have_the_published_sizes_and_answers(name, total, gold):
     dataset = load_qa_dataset(name)
@@ -44,9 +45,62 @@ def test_medmcqa_cop_is_zero_based():
     assert item.options[item.gold] == data["op" + "abcd"[int(data["cop"])]]
 
 
-def test_limit_takes_a_prefix():
-    (dataset,) = load_qa_datasets(["medqa"], limit=7)
-    assert [item.id for item in dataset.items] == [item.id for item in load_qa_dataset("medqa").items[:7]]
+def test_careqa_items_are_the_hub_split_in_order_with_their_categories():
+    raw = json.load(gzip.open(data_path("qa", "careqa", "careqa_test.json.gz"), "rt"))
+    items = load_qa_dataset("careqa").items
+    assert [item.id for item in items] == list(raw)
+    first = raw[items[0].id]
+    assert (items[0].question, items[0].options, items[0].gold) == (first["question"], first["options"],
+                                                                     first["correct_answer"])
+    assert Counter(item.category for item in items) == {"Pharmacology": 969, "Biology": 966, "Psychology": 962,
+                                                         "Chemistry": 944, "Nursing": 923, "Medicine": 857}
+
+
+def test_medmcqa_items_carry_their_subject():
+    items = load_qa_dataset("medmcqa").items
+    subjects = Counter(item.category for item in items)
+    assert len(subjects) == 21 and subjects["Dental"] == 1318 and subjects["Surgery"] == 369
+
+
+def _within_one_per_stratum(full, sample, key):
+    """Every stratum's count in the sample is its exact share of the sample size, rounded down or up."""
+    whole, part = Counter(key(i) for i in full), Counter(key(i) for i in sample)
+    for stratum, count in whole.items():
+        share = count * len(sample) / len(full)
+        assert abs(part.get(stratum, 0) - share) < 1, (stratum, part.get(stratum, 0), share)
+
+
+@pytest.mark.parametrize("name, size", [("pubmedqa", 50), ("medmcqa", 120), ("careqa", 60), ("medqa", 33)])
+def test_limit_is_a_seeded_sample_with_the_full_sets_answer_shares(name, size):
+    full = load_qa_dataset(name).items
+    (dataset,) = load_qa_datasets([name], limit=size, seed=2024)
+    sample = dataset.items
+    assert len(sample) == size == len({i.id for i in sample})
+    _within_one_per_stratum(full, sample, key=lambda item: item.gold)
+    order = {item.id: k for k, item in enumerate(full)}
+    assert [order[i.id] for i in sample] == sorted(order[i.id] for i in sample)  # dataset order
+    for gold in {i.gold for i in full}:  # within an answer, categories keep their shares too
+        _within_one_per_stratum([i for i in full if i.gold == gold], [i for i in sample if i.gold == gold],
+                                key=lambda item: item.category)
+    again = load_qa_datasets([name], limit=size, seed=2024)[0].items
+    other = load_qa_datasets([name], limit=size, seed=7)[0].items
+    assert [i.id for i in again] == [i.id for i in sample]
+    assert [i.id for i in other] != [i.id for i in sample]
+    record = dataset.sample_record()
+    assert (record["seed"], record["size"], record["of"]) == (2024, size, len(full))
+    assert record["ids"] == [i.id for i in sample]
+
+
+def test_pubmedqa_prefix_would_be_all_yes_but_the_sample_is_not():
+    full = load_qa_dataset("pubmedqa")
+    assert {i.gold for i in full.limited(50).items} == {"A"}  # the file is ordered yes, no, maybe
+    assert Counter(i.gold for i in full.sample(50, seed=2024).items) == {"A": 28, "B": 17, "C": 5}
+
+
+def test_no_limit_or_a_limit_above_the_size_scores_everything():
+    assert load_qa_datasets(["medqa"], limit=None)[0].sample_record() is None
+    whole = load_qa_datasets(["pubmedqa"], limit=10_000, seed=1)[0]
+    assert len(whole.items) == 500 and whole.sample_record() is None
 
 
 def _write(tmp_path, lines, name="mine.jsonl"):

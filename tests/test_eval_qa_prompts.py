@@ -46,6 +46,34 @@ def test_question_mark_is_appended_unless_the_question_ends_with_one_or_a_period
         assert f"Question: {shown}\n\nOptions:\nA. a\nB. b\nC. c\nThe answer is:" in PROTOCOLS["generic"].prompt(item)
 
 
+def test_careqa_prompt_is_medmcqas_instruction_and_the_lettered_options():
+    """The leaderboard's CareQA recipe, written out by hand: MedMCQA's instruction, "Question: <stem>?" (the stem ends
+    with ":" here, so a "?" is appended), the options A-D, "The answer is:", in the question/answer wrapper."""
+    item = load_qa_dataset("careqa").items[0]
+    assert item.question == ("In relation to iron metabolism and its control mediated by hepcidin, it is true "
+                             "that:")
+    expected = (
+        "<|im_start|>question\n"
+        "You are a medical doctor answering realworld medical entrance exam questions. Based on your understanding "
+        "of basic and clinical science, medical knowledge, and mechanisms underlying health, disease, patient care, "
+        "and modes of therapy, answer the following multiple-choice question. Select one correct answer from A to D. "
+        "Base your answer on the current and standard practices referenced in medical guidelines.\n"
+        "Question: In relation to iron metabolism and its control mediated by hepcidin, it is true that:?\n\n"
+        "Options:\n"
+        "A. The drop in partial oxygen pressure promotes the activation of the hypoxia-inducible factor (HIF), which "
+        "increases the expression of hepcidin.\n"
+        "B. The increase in serum iron or inflammation stimulates the synthesis of hepcidin in the liver, which "
+        "negatively regulates the function of ferroportin.\n"
+        "C. Hepcidin reduces intestinal iron absorption through the inactivation of the divalent metal transporter 1 "
+        "(DMT1).\n"
+        "D. In hereditary hemochromatosis type 1, mutations in the human hemochromatosis protein (HFE) cause an "
+        "increase in the production of hepcidin.\n"
+        "The answer is:\n<|im_end|>\n<|im_start|>answer\n"
+    )
+    assert PROTOCOLS["careqa"].prompt(item) == expected
+    assert item.gold == "B" and PROTOCOLS["careqa"].answer_text(item, "B") == "B"
+
+
 def test_generic_instruction_names_the_last_option_letter():
     item = QAItem("x", "Q?", {letter: letter.lower() for letter in "ABCDEF"}, "F")
     assert "Select one correct answer from A to F." in PROTOCOLS["generic"].prompt(item)

@@ -140,6 +140,15 @@ def test_medmcqa_always_a_and_oracle_on_a_prefix(tokenizer):
     assert result.correct == 400
 
 
+def test_careqa_always_a_and_oracle_on_a_prefix(tokenizer):
+    raw = list(json.load(gzip.open(data_path("qa", "careqa", "careqa_test.json.gz"), "rt")).values())[:400]
+    result, records = run(scripted_model(tokenizer, lambda prompt: "A"), tokenizer, "careqa", limit=400)
+    assert result.correct == sum(row["correct_answer"] == "A" for row in raw) and result.unparseable == 0
+    table = gold_by_prompt("careqa")
+    result, _ = run(scripted_model(tokenizer, table.__getitem__), tokenizer, "careqa", limit=400)
+    assert result.correct == 400
+
+
 def test_pubmedqa_answers_are_words_and_a_letter_is_unparseable(tokenizer):
     golds = raw_pubmedqa_golds()
     result, _ = run(scripted_model(tokenizer, lambda prompt: "yes"), tokenizer, "pubmedqa")

@@ -51,7 +51,11 @@ def test_app_defaults_are_the_pyproject_block():
 @pytest.mark.parametrize("override,message", [
     ("lora.rank=4", "unknown key 'lora.rank'; did you mean 'lora.r'"),
     ("strategy.clients-per-round=9", "key 'strategy.clients-per-round' = 9: more than the 3 sites"),
-    ("model.quantization=4", "model.quantization = 4 needs a CUDA GPU"),
+    ("model.quantization=8", "model.quantization = 8 needs a CUDA GPU"),
+    # 4-bit runs on the CPU for causal LMs (tests/test_qlora_cpu.py); the default model is an encoder
+    ("model.quantization=4", "model.quantization = 4 on the CPU (this machine sees no CUDA GPU) is supported for "
+                             "causal LMs only"),
+    ('model.name="./no/such/model.gguf"', "GGUF file './no/such/model.gguf' does not exist"),
 ])
 def test_bad_run_config_exits_2_before_flower_starts(capsys, override, message):
     import time

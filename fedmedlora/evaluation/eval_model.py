@@ -68,6 +68,12 @@ def check_model_request(request: ModelRequest, family: str | None = "causal") ->
             f"--base-model-name-path {request.base!r} is a {config.model_type} encoder, not a causal LM: QA scoring "
             "generates answers (use --task ner or --task re for token classifiers)"
         )
+    if request.peft_path is not None and os.path.isdir(os.path.expanduser(request.peft_path)):
+        from ..model.base_identity import adapter_base_problem
+
+        problem = adapter_base_problem(os.path.expanduser(request.peft_path), request.base, config)
+        if problem:
+            raise EvalInputError(f"--peft-path: {problem}")
 
 
 def _check_peft_path(peft_path: str) -> None:
@@ -106,11 +112,25 @@ def load_model_for_eval(request: ModelRequest, family: str = "causal",
     if not request.quantization:
         model.to(request.device)
     if request.peft_path is not None:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, os.path.expanduser(request.peft_path), is_trainable=False)
+        model = _apply_adapter(model, request)
     model.eval()
     return model, tokenizer
+
+
+def _apply_adapter(model: Any, request: ModelRequest) -> Any:
+    """The PEFT adapter on `model`; an adapter of another shape (a base check had nothing recorded to compare) is
+    reported as a user error naming both, not as PEFT's tensor-size traceback."""
+    from peft import PeftModel
+
+    try:
+        return PeftModel.from_pretrained(model, os.path.expanduser(request.peft_path), is_trainable=False)
+    except RuntimeError as err:
+        if "size mismatch" not in str(err):
+            raise
+        first = next((line.strip() for line in str(err).splitlines() if "size mismatch" in line), str(err)[:300])
+        raise EvalInputError(f"--peft-path {request.peft_path} does not fit --base-model-name-path {request.base!r}: "
+                             f"its tensors have other shapes ({first}). Score it with the base it was trained on"
+                             ) from None
 
 
 def _load_encoder(request: ModelRequest, tokenizer: Any, labels: list[str], head: str) -> Any:
@@ -120,8 +140,6 @@ def _load_encoder(request: ModelRequest, tokenizer: Any, labels: list[str], head
                             num_labels=len(labels), id2label=dict(enumerate(labels)), head=head)
     model.to(request.device)
     if request.peft_path is not None:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, os.path.expanduser(request.peft_path), is_trainable=False)
+        model = _apply_adapter(model, request)
     model.eval()
     return model

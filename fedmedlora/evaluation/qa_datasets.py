@@ -1,12 +1,16 @@
-"""Multiple-choice QA test sets: the three bundled FlowerTune benchmarks and user JSONL files.
+"""Multiple-choice QA test sets: the four bundled FlowerTune benchmarks and user JSONL files.
 
 Every dataset becomes a list of `QAItem(id, question, options, gold)` with `options` an ordered letter -> text map and
 `gold` one of its letters, so prompting and scoring never look at the source format. The bundled files are the ones
 FlowerTune's medical eval loads from the Hub, in the same order (see each folder's SOURCE.md):
 
     pubmedqa  PQA-L official test split (500), options A/B/C = yes/no/maybe, the abstract sections as context
-    medmcqa   validation split (4183), `cop` is 0-based (0 -> A)
+    medmcqa   validation split (4183), `cop` is 0-based (0 -> A); `subject_name` as the item's category
     medqa     USMLE English 4-option test split (1273)
+    careqa    CareQA English closed-ended test split (5621), gold letter as given; `category` (6 subjects)
+
+`--limit N` scores a seeded sample of N items, stratified by gold answer and, where the data has one, by category
+(`QADataset.sample`): the same seed gives the same questions, and the sample keeps the full set's answer shares.
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import random
 import string
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -24,6 +30,7 @@ from fedmedlora_data import data_path
 from .errors import EvalInputError
 
 PUBMEDQA_OPTIONS = {"A": "yes", "B": "no", "C": "maybe"}
+SAMPLE_SEED = 2024  # --limit's default seed (FlowerTune's eval seeds torch with the same number)
 
 
 @dataclass(frozen=True)
@@ -33,20 +40,75 @@ class QAItem:
     options: dict[str, str]  # letter -> option text, in display order
     gold: str  # a key of `options`
     context: str | None = None  # passage shown before the question (PubMedQA's abstract)
+    category: str | None = None  # subject or exam category where the data has one (a stratum of --limit's sample)
 
 
 @dataclass(frozen=True)
 class QADataset:
     name: str  # used in file names: acc_<name>_<run>.txt
-    protocol: str  # which prompt recipe applies: "pubmedqa", "medqa", "medmcqa" or "generic"
+    protocol: str  # which prompt recipe applies: "pubmedqa", "medqa", "medmcqa", "careqa" or "generic"
     items: list[QAItem] = field(repr=False)
     source: str = ""  # where the items came from, for the summary
+    sample_seed: int | None = None  # set when the items are a sample (`sample`): its seed ...
+    full_size: int | None = None  # ... and the size of the set it was drawn from
 
     def limited(self, limit: int | None) -> "QADataset":
-        """The first `limit` items (all when limit is None or 0), the way --limit takes a prefix."""
+        """The first `limit` items (all when limit is None or 0). --limit samples instead (`sample`): files are
+        often ordered by answer (PubMedQA: yes, no, maybe), so a prefix is no subset to score."""
         if not limit or limit >= len(self.items):
             return self
         return QADataset(self.name, self.protocol, self.items[:limit], self.source)
+
+    def sample(self, size: int | None, seed: int) -> "QADataset":
+        """A seeded sample of `size` items (all when size is None or 0, or not smaller than the set), stratified
+        by gold answer and, within each answer, by category; in dataset order. See `stratified_sample`."""
+        if not size or size >= len(self.items):
+            return self
+        return QADataset(self.name, self.protocol, stratified_sample(self.items, size, seed), self.source,
+                         sample_seed=seed, full_size=len(self.items))
+
+    def sample_record(self) -> dict | None:
+        """What summary.json records of a sample (None for a whole set): seed, sizes, and the chosen ids."""
+        if self.sample_seed is None:
+            return None
+        return {"seed": self.sample_seed, "size": len(self.items), "of": self.full_size,
+                "stratified_by": "gold answer, then category" if any(i.category for i in self.items)
+                else "gold answer", "ids": [item.id for item in self.items]}
+
+
+def _largest_remainder(sizes: dict, total: int, rng: random.Random) -> dict:
+    """Split `total` over groups in proportion to `sizes`: each group gets the floor or the ceiling of its exact
+    share (Hamilton's method; ties between equal remainders broken by `rng`)."""
+    whole = sum(sizes.values())
+    quotas = {key: divmod(total * size, whole) for key, size in sizes.items()}
+    counts = {key: q for key, (q, _) in quotas.items()}
+    left = total - sum(counts.values())
+    keys = sorted(sizes, key=str)
+    tiebreak = {key: rng.random() for key in keys}
+    for key in sorted(keys, key=lambda k: (-quotas[k][1], tiebreak[k]))[:left]:
+        counts[key] += 1
+    return counts
+
+
+def stratified_sample(items: list[QAItem], size: int, seed: int) -> list[QAItem]:
+    """`size` items drawn with `seed`, in their original order.
+
+    The number per gold answer is its exact share of `size` rounded down or up (so the sample's answer
+    distribution is within one item of the full set's, per answer); within each answer, the items are shared the
+    same way among categories (subject, exam category) where the data has them, then drawn at random. The same
+    items, seed and size always give the same sample."""
+    rng = random.Random(seed)
+    strata: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+    for index, item in enumerate(items):
+        strata[item.gold][item.category or ""].append(index)
+    per_answer = _largest_remainder({gold: sum(map(len, cats.values())) for gold, cats in strata.items()}, size, rng)
+    chosen: list[int] = []
+    for gold in sorted(strata):
+        categories = strata[gold]
+        per_category = _largest_remainder({c: len(ix) for c, ix in categories.items()}, per_answer[gold], rng)
+        for category in sorted(categories):
+            chosen += rng.sample(categories[category], per_category[category])
+    return [items[i] for i in sorted(chosen)]
 
 
 def load_pubmedqa() -> QADataset:
@@ -80,6 +142,7 @@ def load_medmcqa() -> QADataset:
             question=data["question"],
             options={letter: data[f"op{letter.lower()}"] for letter in letters},
             gold=letters[int(data["cop"])],
+            category=data.get("subject_name") or None,
         ))
     return QADataset("medmcqa", "medmcqa", items, str(path))
 
@@ -99,11 +162,29 @@ def load_medqa() -> QADataset:
     return QADataset("medqa", "medqa", items, str(path))
 
 
+def load_careqa() -> QADataset:
+    """CareQA_en as FlowerTune's leaderboard reads it: the Hub split's rows in order, gold = the answer letter
+    (`chr(ord('A') + cop - 1)` of the Hub's 1-based `cop`), options A-D, the exam category kept for sampling."""
+    path = data_path("qa", "careqa", "careqa_test.json.gz")
+    items = []
+    for unique_id, row in _read_json(path).items():
+        options = row["options"]
+        if list(options) != ["A", "B", "C", "D"] or row["correct_answer"] not in options:
+            raise EvalInputError(f"{path}: question {unique_id} has options {list(options)} and answer "
+                                 f"{row['correct_answer']!r}")
+        items.append(QAItem(id=unique_id, question=row["question"], options=dict(options),
+                            gold=row["correct_answer"], category=row.get("category") or None))
+    return QADataset("careqa", "careqa", items, str(path))
+
+
 BUNDLED: dict[str, Callable[[], QADataset]] = {
     "pubmedqa": load_pubmedqa,
     "medmcqa": load_medmcqa,
     "medqa": load_medqa,
+    "careqa": load_careqa,
 }
+# FlowerTune's medical leaderboard averages these four accuracies.
+LEADERBOARD = ("pubmedqa", "medmcqa", "medqa", "careqa")
 
 
 def load_mc_jsonl(path: str | os.PathLike[str]) -> QADataset:
@@ -208,15 +289,16 @@ def load_qa_dataset(spec: str) -> QADataset:
     )
 
 
-def load_qa_datasets(specs: list[str], limit: int | None = None) -> list[QADataset]:
-    """All datasets of a --datasets list, read and checked up front so a bad one fails before any model loads."""
+def load_qa_datasets(specs: list[str], limit: int | None = None, seed: int = SAMPLE_SEED) -> list[QADataset]:
+    """All datasets of a --datasets list, read and checked up front so a bad one fails before any model loads;
+    with `limit`, a stratified sample of that many items of each, drawn with `seed` (see `stratified_sample`)."""
     if not specs:
         raise EvalInputError("--datasets is empty: name at least one of "
                              f"{', '.join(BUNDLED)} or a JSONL file")
     datasets: list[QADataset] = []
     names: dict[str, str] = {}
     for spec in specs:
-        dataset = load_qa_dataset(spec).limited(limit)
+        dataset = load_qa_dataset(spec).sample(limit, seed)
         if dataset.name in names:
             raise EvalInputError(f"--datasets: {spec!r} and {names[dataset.name]!r} both give the dataset name "
                                  f"{dataset.name!r}, so their result files would overwrite each other")

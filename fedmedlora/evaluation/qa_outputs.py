@@ -4,7 +4,9 @@
     generation_<dataset>_<run>.jsonl   one line per question: prompt, gold, prediction, raw generation, ...
                                        appended batch by batch to `<name>.partial`, renamed when the dataset is done
     summary.json                       every dataset scored into this folder: accuracy, counts, answer
-                                       distributions, mode, model; rewritten (atomically) after each dataset
+                                       distributions, mode, model, the sample's seed and ids (--limit); the
+                                       average over all, and FlowerTune's leaderboard average (PubMedQA, MedMCQA,
+                                       MedQA, CareQA) once all four are in; rewritten (atomically) after each dataset
 
 Re-running with the same run name replaces that dataset's files and its summary entry, and keeps the others, so
 datasets can be scored in separate invocations as with FlowerTune.
@@ -16,6 +18,8 @@ import json
 import os
 from pathlib import Path
 from typing import Any, TextIO
+
+from .qa_datasets import LEADERBOARD
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -93,6 +97,21 @@ class QAOutputs:
             "run_name": self.run_name,
             "datasets": datasets,
             "average_accuracy": sum(accuracies) / len(accuracies) if accuracies else None,
+            **leaderboard_average(datasets),
         }
         write_text_atomic(self.summary_path, json.dumps(summary, indent=2, sort_keys=True) + "\n")
         return summary
+
+
+def leaderboard_average(datasets: dict[str, Any]) -> dict[str, Any]:
+    """FlowerTune's medical leaderboard figure: the mean accuracy over its four datasets, once all four are scored
+    in one mode (None before, with the missing ones named); `sampled` says whether any was a --limit sample."""
+    entries = [datasets.get(name) for name in LEADERBOARD]
+    missing = [name for name, entry in zip(LEADERBOARD, entries) if not entry or "accuracy" not in entry]
+    modes = {entry.get("mode") for entry in entries if entry}
+    average = None
+    if not missing and len(modes) == 1:
+        average = sum(entry["accuracy"] for entry in entries) / len(LEADERBOARD)
+    return {"leaderboard_average": average, "leaderboard_datasets": list(LEADERBOARD),
+            "leaderboard_missing": missing,
+            "leaderboard_sampled": any(entry.get("sample") for entry in entries if entry)}

@@ -38,6 +38,8 @@ FLOWERTUNE_INSTRUCTIONS = {
         "Base your answer on the current and standard practices referenced in medical guidelines."
     ),
 }
+# FlowerTune gives CareQA (four options, A to D) MedMCQA's instruction, word for word.
+FLOWERTUNE_INSTRUCTIONS["careqa"] = FLOWERTUNE_INSTRUCTIONS["medmcqa"]
 
 # Ours, for user JSONL files: MedMCQA's wording with the item's own last letter.
 GENERIC_INSTRUCTION = (
@@ -80,6 +82,7 @@ PROTOCOLS = {
     "pubmedqa": QAProtocol("pubmedqa", "boolean"),
     "medqa": QAProtocol("medqa", "mcq"),
     "medmcqa": QAProtocol("medmcqa", "mcq"),
+    "careqa": QAProtocol("careqa", "mcq"),
     "generic": QAProtocol("generic", "mcq"),
 }
 

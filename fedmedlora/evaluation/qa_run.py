@@ -6,6 +6,11 @@ Modes:
                    left padding; batches are formed from prompts of similar length, longest first
     generate-loop  the same, one prompt at a time in dataset order, as FlowerTune's script runs (the slow reference)
     loglik         no generation: the option whose answer's first token is most probable after the prompt
+    generate+loglik  both result sets (`evaluate_qa_dataset_modes`); when every item's generation budget is one
+                   token (letters; yes/no/maybe on most real tokenizers) and the model's generation config adds no
+                   logits processor, from ONE forward pass per batch: greedy generation's single token is the
+                   argmax of the very logits loglik reads, so the generate records equal those of `generate` and
+                   the loglik records those of `loglik` (tested), at the cost of one mode
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Sequence
 
 from tqdm.auto import tqdm
 
@@ -21,10 +26,12 @@ from .answer_extraction import answer_letter, extract_answer
 from .errors import EvalInputError
 from .qa_datasets import QADataset, QAItem
 from ..model.generation import generate_batched, generate_one
-from .qa_inference import continuation_token_ids, generation_budgets, option_logprobs
+from .qa_inference import (continuation_token_ids, generation_budgets, greedy_token_and_option_logprobs,
+                           one_pass_is_exact, option_logprobs)
 from .qa_prompts import ANSWER_LEAD_IN, PROTOCOLS, QAProtocol
 
 MODES = ("generate", "generate-loop", "loglik")
+COMBINED_MODES = {"generate+loglik": ("generate", "loglik")}
 
 RecordSink = Callable[[list[dict[str, Any]]], None]
 
@@ -39,6 +46,7 @@ class QADatasetResult:
     predicted: Counter = field(default_factory=Counter)
     gold: Counter = field(default_factory=Counter)
     seconds: float = 0.0
+    shared_pass: bool = False  # scored in one pass together with another mode (seconds are that pass's)
 
     @property
     def accuracy(self) -> float:
@@ -64,6 +72,7 @@ class QADatasetResult:
             "gold_distribution": dict(sorted(self.gold.items())),
             "seconds": round(self.seconds, 3),
             "prompts_per_second": round(self.total / self.seconds, 3) if self.seconds else None,
+            "shared_pass": self.shared_pass,
         }
 
 
@@ -102,6 +111,54 @@ def evaluate_qa_dataset(
     return result
 
 
+def evaluate_qa_dataset_modes(
+    model: Any,
+    tokenizer: Any,
+    dataset: QADataset,
+    modes: Sequence[str],
+    *,
+    batch_size: int = 16,
+    on_records: Mapping[str, RecordSink] | None = None,
+    progress: bool = True,
+) -> dict[str, QADatasetResult]:
+    """Score `dataset` in each of `modes`; `on_records[mode]` receives that mode's batches as they finish.
+
+    generate and loglik together share one forward pass per batch when that is exact (see the module docstring and
+    `one_pass_is_exact`); otherwise, and for any other combination, the modes run one after the other."""
+    on_records = dict(on_records or {})
+    modes = list(modes)
+    for mode in modes:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if sorted(modes) == ["generate", "loglik"]:
+        scorer = _Scorer(model, tokenizer, dataset, PROTOCOLS[dataset.protocol], batch_size)
+        if one_pass_is_exact(model, scorer.budgets()) is None:
+            return _run_shared_pass(scorer, dataset, on_records, progress)
+    return {mode: evaluate_qa_dataset(model, tokenizer, dataset, mode=mode, batch_size=batch_size,
+                                      on_records=on_records.get(mode), progress=progress) for mode in modes}
+
+
+def _run_shared_pass(scorer: "_Scorer", dataset: QADataset, on_records: Mapping[str, RecordSink],
+                     progress: bool) -> dict[str, QADatasetResult]:
+    results = {mode: QADatasetResult(dataset.name, mode, shared_pass=True) for mode in ("generate", "loglik")}
+    started = time.perf_counter()
+    bar = tqdm(total=len(dataset.items), desc=f"{dataset.name} [generate+loglik]", unit="q", disable=not progress)
+    try:
+        for batch in scorer.generate_and_loglik():
+            for mode, records in zip(("generate", "loglik"), batch):
+                for record in records:
+                    results[mode].add(record)
+                if on_records.get(mode) is not None:
+                    on_records[mode](records)
+            bar.update(len(batch[0]))
+            bar.set_postfix(acc=f"{results['generate'].accuracy:.3f}/{results['loglik'].accuracy:.3f}")
+    finally:
+        bar.close()
+        for result in results.values():
+            result.seconds = time.perf_counter() - started
+    return results
+
+
 class _Scorer:
     def __init__(self, model: Any, tokenizer: Any, dataset: QADataset, protocol: QAProtocol, batch_size: int):
         self.model = model
@@ -116,7 +173,7 @@ class _Scorer:
 
     # --- generation ---------------------------------------------------------------------------------------------
 
-    def _budgets(self) -> list[int]:
+    def budgets(self) -> list[int]:
         counts = [len(self.tokenizer(texts[item.gold], add_special_tokens=False)["input_ids"])
                   for item, texts in zip(self.items, self.answer_texts)]
         return generation_budgets(counts, self.batch_size)
@@ -128,7 +185,7 @@ class _Scorer:
         return self._record(i, prediction, generation=generation, extracted=extracted, max_new_tokens=budget)
 
     def generate_batched(self):
-        budgets = self._budgets()
+        budgets = self.budgets()
         prompt_ids = self.tokenizer(self.prompts)["input_ids"]
         # Same-budget batches of similar length (little padding), longest first (memory trouble shows up at once).
         order = sorted(range(len(self.items)), key=lambda i: (budgets[i], -len(prompt_ids[i]), i))
@@ -143,7 +200,7 @@ class _Scorer:
                 batch = []
 
     def generate_loop(self):
-        budgets = self._budgets()
+        budgets = self.budgets()
         records = []
         for i, prompt in enumerate(self.prompts):
             records.append(self._generation_record(i, generate_one(self.model, self.tokenizer, prompt, budgets[i]),
@@ -179,12 +236,29 @@ class _Scorer:
             batch = order[start:start + self.batch_size]
             scores = option_logprobs(self.model, self.tokenizer, [prompt_ids[j] for j in batch],
                                      [option_tokens[j] for j in batch])
-            records = []
-            for j, row in zip(batch, scores):
-                letters = list(self.items[j].options)
-                best = max(range(len(row)), key=row.__getitem__)  # first option wins an exact tie
-                records.append(self._record(j, letters[best], option_logprobs=dict(zip(letters, row))))
-            yield records
+            yield [self._loglik_record(j, row) for j, row in zip(batch, scores)]
+
+    def _loglik_record(self, i: int, row: list[float]) -> dict[str, Any]:
+        letters = list(self.items[i].options)
+        best = max(range(len(row)), key=row.__getitem__)  # first option wins an exact tie
+        return self._record(i, letters[best], option_logprobs=dict(zip(letters, row)))
+
+    # --- both from one pass (every budget is one token) -----------------------------------------------------------
+
+    def generate_and_loglik(self):
+        """(generate records, loglik records) per batch. Batches are those of both single modes: with every budget
+        1, `generate_batched`'s order (budget, longest first, index) is `loglik`'s (longest first, index)."""
+        budgets = self.budgets()
+        assert all(budget == 1 for budget in budgets), "one pass reproduces one-token generation only"
+        option_tokens = self._first_answer_tokens()
+        prompt_ids = self.tokenizer(self.prompts)["input_ids"]
+        order = sorted(range(len(self.items)), key=lambda i: (-len(prompt_ids[i]), i))
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start:start + self.batch_size]
+            generations, scores = greedy_token_and_option_logprobs(
+                self.model, self.tokenizer, [prompt_ids[j] for j in batch], [option_tokens[j] for j in batch])
+            yield ([self._generation_record(j, text, budgets[j]) for j, text in zip(batch, generations)],
+                   [self._loglik_record(j, row) for j, row in zip(batch, scores)])
 
     # --- records ------------------------------------------------------------------------------------------------
 

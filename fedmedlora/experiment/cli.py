@@ -76,7 +76,7 @@ def _split_list(text: str) -> list[str]:
 def make_plan(args: argparse.Namespace, command: str) -> Plan:
     """Merge and validate the run config as `fedmedlora run` does, and every choice of the experiment."""
     from ..launch.launcher import absolutize_paths, app_defaults, parse_overrides
-    from ..model.loading import require_cuda_for_quantization, resolve_model_source
+    from ..model.loading import check_model_settings
     from ..run_config import load_settings
     from ..strategies import STRATEGIES
 
@@ -111,8 +111,7 @@ def make_plan(args: argparse.Namespace, command: str) -> Plan:
         problems.append(f"--name {name!r}: {out_dir} already holds an experiment; choose another name or remove it")
     if problems:
         raise ConfigError(problems, "experiment")
-    require_cuda_for_quantization(settings.model.quantization, "this machine")
-    resolve_model_source(settings.model.name)  # a bad model name fails before data is read
+    check_model_settings(settings, "this machine")  # a bad model name or quantization fails before data is read
     return Plan(name, out_dir, app_dir, config, settings, [s for s in SETTINGS if s in which], strategies, command)
 
 

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..model.loading import require_cuda_for_quantization
+from ..model.loading import check_model_settings
 from ..recorder import default_run_name
 from ..run_config import load_settings
 from ..settings import ConfigError, flatten_toml, load_toml_overrides, write_flat_toml
@@ -172,8 +172,8 @@ def run(app_dir: str, run_config: list[str], federation_config: str = "", stream
         if not fused.get("run.name"):
             fused["run.name"] = default_run_name(load_settings(fused))
         settings = load_settings(fused)
-        require_cuda_for_quantization(settings.model.quantization, "this machine")
-    except (ConfigError, RuntimeError) as err:
+        check_model_settings(settings, "this machine")  # a GGUF model is converted here, before Flower starts
+    except (ConfigError, RuntimeError, ValueError) as err:
         print(f"fedmedlora: {err}", file=sys.stderr)
         return 2
     run_dir = Path(settings.run.results_dir) / settings.run.name

@@ -1,3 +1,4 @@
-"""The model side: loading base models (loading.py, tiny_llama.py for the offline builtin), the LoRA adapter
-(adapter.py), the process's resident model (resident.py), one client round of training (training.py) and greedy
-generation (generation.py)."""
+"""The model side: loading base models (loading.py; tiny_llama.py and gguf.py for the offline builtins; cache.py the
+machine's model cache; quantization.py the bitsandbytes rules), the LoRA adapter (adapter.py; base_identity.py says
+which base an adapter belongs to), the process's resident model (resident.py), one client round of training
+(training.py) and greedy generation (generation.py). shapes.py: the seeds' 8B shapes, built without weights."""

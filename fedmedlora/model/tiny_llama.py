@@ -17,6 +17,8 @@ from pathlib import Path
 
 from fedmedlora_data import data_path
 
+from .cache import cache_root
+
 
 @dataclass(frozen=True)
 class TinyLlamaSpec:
@@ -47,13 +49,6 @@ SPECS: dict[str, TinyLlamaSpec] = {
 }
 
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>"]
-
-
-def cache_root() -> Path:
-    root = os.environ.get("FEDMEDLORA_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "fedmedlora"
-    )
-    return Path(root)
 
 
 def _corpus(spec: TinyLlamaSpec) -> list[str]:

