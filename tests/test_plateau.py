@@ -45,3 +45,18 @@ def test_a_run_stops_at_its_plateau(tmp_path: Path) -> None:
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["stopped-at-plateau"]["round"] == 2
     assert summary["rounds-completed"] == 2
+
+
+@pytest.mark.slow
+def test_a_baseline_stops_at_its_plateau_too(tmp_path: Path) -> None:
+    from fedmedlora.experiment.baselines import Baselines
+    from fedmedlora.job import get_job
+    from fedmedlora.recorder import read_metrics
+
+    settings = load_settings({"data.max-train-examples": 32, "data.max-eval-examples": 8, "train.local-steps": 1,
+                              "num-server-rounds": 5, "data.num-sites": 2, "train.batch-size": 8,
+                              "data.max-length": 64, "evaluate.plateau-rounds": 1, "evaluate.plateau-delta": 1.0})
+    result = Baselines(get_job(settings), tmp_path, log=lambda line: None).centralized()
+    assert [r.round for r in result.rounds] == [0, 1, 2]
+    assert [r["round"] for r in read_metrics(tmp_path / "centralized")] == [0, 1, 2]
+    assert (tmp_path / "centralized" / "peft_2" / "adapter_model.safetensors").exists()
