@@ -4,12 +4,12 @@ Every handler starts from this node's site (federation/node_site.py: the files i
 partition of the bundled pool) and the label set the server sends with every message. What leaves the site:
 
 - query (before round 1): label names and counts (federation/site_report.py);
-- train: the adapter tensors in the wire dtype, plus example/token counts and training figures;
+- train: the strategy's shared adapter tensors in the wire format, plus example/token counts and training figures;
 - evaluate: the count record of its own held-out split (tp/fp/fn per agreed label name, loss sums; tasks/base.py),
   never a prediction or a row;
 
 each with the process figures of federation/process_stats.py. The resident base model (loaded once per worker) takes
-the global adapter from the message; training uses a fresh optimizer on the site's training split. Replies carry
+the global adapter from the message (completed by what the site keeps between rounds, site_adapter.py); training uses a fresh optimizer on the site's training split. Replies carry
 only the names agreed in reply_contract.py. Two mods wrap every call: exceptions become error replies without their
 text (client_errors.py), and under site-level DP the update is clipped before it leaves (client_dp.py).
 """
@@ -32,7 +32,7 @@ from .federation.node_site import POOL, NodeSite, client_job, load_node_site, no
 from .federation.process_stats import MessageClock
 from .federation.site_report import site_records
 from .job import Job, resolve_family
-from .model.adapter import adapter_state, load_adapter_state
+from .model.adapter import adapter_state
 from .model.dp_sgd import train_privately
 from .model.loading import require_cuda_for_quantization
 from .model.resident import base_model_loads
@@ -40,7 +40,8 @@ from .model.training import ProximalTerm, round_seed, train_locally
 from .reply_contract import ARRAYS, COUNTS_RECORD, EVALUATE_METRICS, METRICS, TRAIN_METRICS, allowed_metrics
 from .settings import ConfigError, Settings, parse_run_config
 from .tasks.registry import task_class
-from .wire import from_array_record, to_array_record
+from .site_adapter import (SiteAdapter, frozen, loaded, needs_reference, receive, reply_arrays, rounds_kept,
+                           save_personal_checkpoint, takes_site_ranks)
 
 LOG = logging.getLogger(__name__)
 app = ClientApp(mods=[error_reply_mod, site_clipping_mod])  # the first is the outermost
@@ -86,8 +87,10 @@ def agreed_vocabulary(config: Mapping[str, Any], settings: Settings, node: NodeS
                        "cannot know the federation's labels from its own data alone"])
 
 
-def _prepare(msg: Message, context: Context, split: str) -> tuple[Settings, Job, Site, int, MessageClock]:
-    """Settings, this site's job with the global adapter loaded, the split tokenized, and the message's clock."""
+def _prepare(msg: Message, context: Context, split: str, *, plain: bool = False
+             ) -> tuple[Settings, Job, Site, int, MessageClock, SiteAdapter]:
+    """Settings, this site's job, the split tokenized, the message's clock, and the adapter this site loads
+    (site_adapter.py; `plain`: the message carries the whole float32 adapter, as federated evaluation sends it)."""
     clock = MessageClock()
     settings = _settings(context)
     node = node_site(context.node_config, settings)
@@ -96,12 +99,13 @@ def _prepare(msg: Message, context: Context, split: str) -> tuple[Settings, Job,
     site, origin = load_node_site(node, settings)
     job = client_job(settings, node, agreed_vocabulary(config, settings, node))
     clock.data(time.perf_counter() - start, origin != "read")
-    resident = job.resident()  # the base model, loaded now if this process has none (timed by the clock)
+    job.resident()  # the base model, loaded now if this process has none (timed by the clock)
     start = time.perf_counter()
     job.tokenized(site.site_id, split)
     clock.data(time.perf_counter() - start, job.tokenized_origin != "tokenized")
-    load_adapter_state(resident.model, from_array_record(msg.content["arrays"]))
-    return settings, job, site, site_index(config, context, node), clock
+    index = site_index(config, context, node)
+    adapter = receive(settings, job, msg, context, index, plain=plain)
+    return settings, job, site, index, clock, adapter
 
 
 @app.query()
@@ -122,23 +126,25 @@ def query(msg: Message, context: Context) -> Message:
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     config = msg.content["config"]
-    settings, job, site, index, clock = _prepare(msg, context, "train")
+    settings, job, site, index, clock, adapter = _prepare(msg, context, "train")
     server_round = int(config["server-round"])
     train_dataset = job.tokenized(site.site_id, "train")
     mu = float(config.get("proximal-mu", 0.0))  # sent by FedProx: the proximal term is applied here, on the client
     seed_site = index if index >= 0 else zlib.crc32(site.name.encode()) % 10_007
     seed = round_seed(settings, server_round, seed_site)
-    if settings.privacy.dp == "example":  # DP-SGD: every example's influence bounded and noised
-        metrics: dict[str, Any] = train_privately(
-            settings, job.task, job.resident(), train_dataset, learning_rate=float(config["learning-rate"]),
-            seed=seed, server_round=server_round)
-    else:
-        metrics = train_locally(
-            settings, job.task, job.resident(), train_dataset,
-            learning_rate=float(config["learning-rate"]),
-            seed=seed,
-            extra_loss=ProximalTerm(mu) if mu > 0 else None,
-        )
+    with loaded(job, adapter) as name, frozen(job.resident().model, adapter.scheme):
+        if settings.privacy.dp == "example":  # DP-SGD: every example's influence bounded and noised
+            metrics: dict[str, Any] = train_privately(
+                settings, job.task, job.resident(), train_dataset, learning_rate=float(config["learning-rate"]),
+                seed=seed, server_round=server_round)
+        else:
+            metrics = train_locally(
+                settings, job.task, job.resident(), train_dataset,
+                learning_rate=float(config["learning-rate"]),
+                seed=seed,
+                extra_loss=ProximalTerm(mu) if mu > 0 else None,
+            )
+        trained = adapter_state(job.resident().model, name)
     metrics.update({
         "num-examples": len(train_dataset),
         "num-tokens": job.task.count_tokens(train_dataset),
@@ -146,17 +152,25 @@ def train(msg: Message, context: Context) -> Message:
         "model-loads": base_model_loads(),
         **clock.metrics(),
     })
-    arrays = to_array_record(adapter_state(job.resident().model), settings.strategy.wire_dtype)
+    if takes_site_ranks(settings):
+        metrics["lora-rank"] = adapter.rank
+    if needs_reference(settings):  # the site keeps state between rounds: say how old it is
+        metrics["site-rounds-kept"] = rounds_kept(context)
+    arrays = reply_arrays(adapter, trained, context)
     return Message(RecordDict({ARRAYS: arrays, METRICS: agreed(metrics, TRAIN_METRICS)}), reply_to=msg)
 
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
-    """The count record of the global adapter on this site's own `evaluate.split` (merged by the server)."""
+    """The count record of the global adapter on this site's own `evaluate.split` (merged by the server). A site that
+    keeps personal tensors (FedSA-LoRA) scores the shared part with its own: the personalised model."""
     settings = _settings(context)
     split = settings.evaluate.split
-    settings, job, site, index, clock = _prepare(msg, context, split)
-    counts = job.site_counts(site.site_id, split)
+    plain = bool(msg.content["config"].get("full-adapter", False)) if "config" in msg.content else False
+    settings, job, site, index, clock, adapter = _prepare(msg, context, split, plain=plain)
+    with loaded(job, adapter):
+        counts = job.site_counts(site.site_id, split)
+    save_personal_checkpoint(adapter, job, index, msg.content["config"])  # FedSA-LoRA: the site's own B stays here
     metrics = {"num-examples": len(site.split(split)), "site": index, **clock.metrics()}
     # counts are numbers per agreed label name (the server sent the label set) and per loss field: no site text
     return Message(RecordDict({COUNTS_RECORD: MetricRecord(counts), METRICS: agreed(metrics, EVALUATE_METRICS)}),

@@ -20,7 +20,7 @@ from typing import Any
 from .data.site_cache import SiteCache, tokenizer_digest
 from .data.sites import Site, load_sites
 from .local_cache import digest
-from .model.adapter import checkpoint_info
+from .model.adapter import checkpoint_info, initial_adapter_state
 from .model.loading import load_config, model_family
 from .model.resident import Resident, resident_model
 from .settings import Settings
@@ -59,6 +59,7 @@ class Job:
         self._tokenized: dict[tuple, Any] = {}
         self._tokenizer_digests: dict[tuple, str] = {}
         self.tokenized_origin = ""
+        self._initial: dict[str, Any] | None = None
 
     @property
     def labels(self) -> list[str]:
@@ -67,6 +68,14 @@ class Job:
     @property
     def vocabulary(self) -> list[str]:
         return list(self.task.vocabulary_items)
+
+    def initial_adapter(self) -> dict[str, Any]:
+        """The round-0 adapter, drawn from run.seed: the server's start, and what server and sites both know without
+        sending it (frozen keys stay at it; int8/int4 downlinks are relative to it)."""
+        if self._initial is None:
+            self._initial = initial_adapter_state(self.settings, self.task.head, len(self.labels) or None,
+                                                  self.settings.run.seed)
+        return self._initial
 
     def resident(self) -> Resident:
         return resident_model(self.settings, self.task.head, self.labels,

@@ -28,6 +28,7 @@ PROCESS_METRICS = frozenset({"pid", "process-messages", "startup-seconds", "mode
 TRAIN_METRICS = COUNTS | PROCESS_METRICS | frozenset({
     "train-loss", "train-steps", "train-examples-seen", "train-tokens-seen", "train-seconds", "learning-rate",
     "model-loads", "proximal-mu", "proximal-distance", "dp-epsilon", "dp-noise-multiplier",
+    "lora-rank", "site-rounds-kept",  # FlexLoRA: the rank the site trained at; how many rounds its state has seen
 })
 
 

@@ -28,18 +28,19 @@ from .federation.evaluation import FederatedEvaluation
 from .federation.process_stats import ProcessLedger
 from .federation.roster import Roster, build_roster, query_sites
 from .job import Job, resolve_family
-from .model.adapter import initial_adapter_state, load_adapter_state, lora_config, save_checkpoint
+from .model.adapter import load_adapter_state, lora_config, save_checkpoint
 from .preflight import require
 from .recorder import RunRecorder, default_run_name
 from .resume import open_run, run_directory
 from .run_config import load_settings
 from .run_state import RunLock, restore_rng, save_round_state
+from .scoring.plateau import Plateau, plateaued
 from .settings import ConfigError, Settings
 from .strategies import STRATEGIES, build_strategy
 from .strategies.availability import connected_nodes
 from .strategies.resumed import RoundsAfter
-from .tasks.registry import task_class
 from .strategies.site_counts import ReportedCounts
+from .tasks.registry import task_class
 from .wire import from_array_record, to_array_record
 
 LOG = logging.getLogger("fedmedlora")
@@ -116,7 +117,8 @@ class RoundEnd:
             if any(site.site_id == SERVER_SITE for site in self.job.sites):
                 fields["server-dataset-eval"] = self._server_side(state)
         every = self.settings.evaluate.checkpoint_every
-        last = server_round == self.settings.num_server_rounds
+        stop = self._plateau(server_round, fields)
+        last = server_round == self.settings.num_server_rounds or stop is not None
         # peft_0 is the initial adapter (the zero-shot model, re-scorable with eval.py); then every `every` rounds
         if last or (every and server_round % every == 0):
             path = save_checkpoint(self.recorder.run_dir / f"peft_{server_round}", state, self.peft_config,
@@ -128,6 +130,8 @@ class RoundEnd:
         if self.strategy is not None:  # after the metrics line: a state never runs ahead of metrics.jsonl
             save_round_state(self.recorder.run_dir, server_round, state, *self.strategy.state_dict())
         self._log_round(record)
+        if stop is not None:
+            raise stop
         return metric_record
 
     def _server_side(self, state: dict) -> dict[str, Any]:
@@ -149,6 +153,22 @@ class RoundEnd:
         figures = ProcessLedger.round_figures(replies, now - self.last_end)
         self.last_end = now
         return figures
+
+    def _plateau(self, server_round: int, fields: dict[str, Any]) -> Plateau | None:
+        """The stop, when evaluate.plateau-rounds is on and this round's pooled score says the run has converged."""
+        rounds, delta = self.settings.evaluate.plateau_rounds, self.settings.evaluate.plateau_delta
+        if not rounds or "server-eval" not in fields:
+            return None
+        key = self.job.task.primary_metric
+        if "pooled" not in fields["server-eval"]:
+            return None
+        evaluated = [r for r in self.history if "pooled" in r.get("server-eval", {})]  # evaluate.every may skip
+        scores = [r["server-eval"]["pooled"][key] for r in evaluated] + [fields["server-eval"]["pooled"][key]]
+        if not plateaued(scores, rounds, delta):
+            return None
+        stop = Plateau(server_round, max(scores[:-rounds]), rounds, delta)
+        fields["plateau"] = stop.as_dict()
+        return stop
 
     def _log_round(self, record: dict[str, Any]) -> None:
         parts = [f"round {record['round']}"]
@@ -185,7 +205,7 @@ def run_server(grid: Grid, context: Context) -> dict[str, Any]:
         replies = query_sites(grid, nodes, settings.strategy.round_timeout)
         roster = build_roster(settings, replies, nodes, task_class(settings, family).union_vocabulary)
         job = Job(settings, sites=server_sites(settings, roster), vocabulary=roster.vocabulary)
-        initial_state = initial_adapter_state(settings, job.task.head, len(job.labels) or None, settings.run.seed)
+        initial_state = job.initial_adapter()
         recorder, resumed = open_run(settings, run_dir, {
             "family": family,
             "trainer": job.task.trainer_name,
@@ -202,7 +222,7 @@ def _run(grid: Grid, settings: Settings, job: Job, roster: Roster, initial_state
          recorder: RunRecorder, resumed: Any) -> dict[str, Any]:
     round_end = RoundEnd(settings, job, recorder, roster, FederatedEvaluation(settings, roster, job.task, grid,
                                                                              recorder))
-    status, reason = "failed", ""
+    status, reason, stopped = "failed", "", None
     try:
         recorder.write_json("sites.json", roster.statistics())
         for entry in roster.statistics():
@@ -238,6 +258,9 @@ def _run(grid: Grid, settings: Settings, job: Job, roster: Roster, initial_state
         else:
             reason = ("no round aggregated: every round had fewer usable replies than strategy.min-replies = "
                       f"{settings.strategy.min_replies} (metrics.jsonl says why, round by round)")
+    except Plateau as stop:  # converged before num-server-rounds: a completed run
+        status, stopped = "completed", stop.as_dict()
+        print(f"[fedmedlora] {stop}", flush=True)
     except (KeyboardInterrupt, SystemExit):
         status = "interrupted"
         raise
@@ -247,6 +270,8 @@ def _run(grid: Grid, settings: Settings, job: Job, roster: Roster, initial_state
     finally:
         summary: dict[str, Any] = {"run-dir": str(recorder.run_dir), "processes-per-site": round_end.ledger.sites,
                                    **({"reason": reason} if reason else {})}
+        if stopped is not None:
+            summary["stopped-at-plateau"] = stopped
         evaluated = [r for r in round_end.history if "pooled" in r.get("server-eval", {})]
         if evaluated:
             key = job.task.primary_metric

@@ -78,3 +78,16 @@ def test_instruct_sft_federation_loss_falls(tmp_path):
     assert all(c["train-loss"] > 0 for c in records[1]["clients"])
     config = json.loads((run_dir / "config.json").read_text())
     assert config["trainer"] == "trl.SFTTrainer" and config["family"] == "causal"
+
+
+def test_sites_keep_their_state_between_rounds_in_a_flower_simulation(tmp_path):
+    # FedSA-LoRA keeps each site's B, int8 each site's quantization residual, in the ClientApp's context.state:
+    # Flower's simulation must hand it back to the site in the next round (a Ray actor plays every site)
+    config = {**TINY_NER, "strategy.name": "fedsa-lora", "strategy.wire-dtype": "int8"}
+    proc, run_dir = _run(config, tmp_path)
+    assert proc.returncode == 0 and "[fedmedlora] completed" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
+    records = read_metrics(run_dir)
+    assert [r["round"] for r in records] == [0, 1, 2] and all(r["usable"] == 3 for r in records[1:])
+    assert [{c["site-rounds-kept"] for c in r["clients"]} for r in records[1:]] == [{0}, {1}]
+    assert set(records[2]["server-eval"]["sites"]) == {"0", "1", "2"}  # personalised: each site with its own B
+    assert (run_dir / "sites" / "site0" / "peft_2" / "adapter_model.safetensors").exists()

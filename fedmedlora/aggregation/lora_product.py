@@ -51,18 +51,22 @@ def lora_pairs(keys: Sequence[str]) -> list[tuple[str, str]]:
 
 
 def product_average_pair(a_list: Sequence[np.ndarray], b_list: Sequence[np.ndarray],
-                         weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+                         weights: np.ndarray, rank: int | None = None) -> tuple[np.ndarray, np.ndarray, float]:
     """Rank-r factors (B, A) of P = sum_i w_i B_i A_i for one LoRA layer, and the relative truncation error.
 
-    `weights` must be non-negative. The error is ||P - B A||_F / ||P||_F (0 when P = 0 or rank(P) <= r).
+    r is `rank`, or the first client's rank; the clients' ranks may differ (heterogeneous ranks, FlexLoRA). The
+    factors come in decreasing order of singular value, so their first k rows of A and columns of B are the best
+    rank-k approximation of the average. `weights` must be non-negative. The error is ||P - B A||_F / ||P||_F (0 when P = 0 or rank(P) <= r).
     Directions beyond P's numerical rank get B column 0 and an A row along an unused right singular vector, scaled
     like the clients' A rows: the product is unchanged, and the rank stays trainable (B = A = 0 in a direction is a
     saddle that gradient descent never leaves, e.g. every direction when all B are zero at round 0).
     """
     a0, b0 = np.asarray(a_list[0]), np.asarray(b_list[0])
-    if a0.ndim != 2 or b0.ndim != 2 or b0.shape[1] != a0.shape[0]:
-        raise ValueError(f"LoRA factors must be A (r x in) and B (out x r), got A {a0.shape} and B {b0.shape}")
-    rank = a0.shape[0]
+    for a, b in zip(a_list, b_list):
+        if np.ndim(a) != 2 or np.ndim(b) != 2 or np.shape(b)[1] != np.shape(a)[0]:
+            raise ValueError(f"LoRA factors must be A (r x in) and B (out x r), got A {np.shape(a)} and B "
+                             f"{np.shape(b)}")
+    rank = a0.shape[0] if rank is None else int(rank)
     roots = np.sqrt(weights)
     b_cat = np.concatenate([r * np.asarray(b, dtype=np.float64) for r, b in zip(roots, b_list)], axis=1)
     a_cat = np.concatenate([r * np.asarray(a, dtype=np.float64) for r, a in zip(roots, a_list)], axis=0)
@@ -73,13 +77,13 @@ def product_average_pair(a_list: Sequence[np.ndarray], b_list: Sequence[np.ndarr
     tol = s[0] * max(b0.shape[0], a0.shape[1]) * np.finfo(np.float64).eps if s.size else 0.0
     kept = int(min(rank, np.count_nonzero(s > tol)))
     root_s = np.sqrt(s[:kept])
-    b_new = np.zeros(b0.shape, dtype=np.float64)
-    a_new = np.zeros(a0.shape, dtype=np.float64)
+    b_new = np.zeros((b0.shape[0], rank), dtype=np.float64)
+    a_new = np.zeros((rank, a0.shape[1]), dtype=np.float64)
     b_new[:, :kept] = (q_b @ u_c[:, :kept]) * root_s
     a_new[:kept, :] = root_s[:, None] * (vt_c[:kept, :] @ q_a.T)
     spare = min(rank, vt_c.shape[0])
     if spare > kept:
-        row_scale = np.sqrt(np.mean([np.sum(np.asarray(a, dtype=np.float64) ** 2) for a in a_list]) / rank)
+        row_scale = np.sqrt(np.mean([np.sum(np.asarray(a, dtype=np.float64) ** 2) / len(a) for a in a_list]))
         a_new[kept:spare, :] = row_scale * (vt_c[kept:spare, :] @ q_a.T)
     total = float(np.sum(s ** 2))
     error = float(np.sqrt(np.sum(s[kept:] ** 2) / total)) if total > 0.0 else 0.0

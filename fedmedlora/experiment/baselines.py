@@ -29,6 +29,7 @@ from ..job import Job
 from ..model.adapter import adapter_state, initial_adapter_state, load_adapter_state, lora_config, save_checkpoint
 from ..model.training import round_seed, train_locally
 from ..recorder import RunRecorder
+from ..scoring.plateau import plateaued
 from ..settings import Settings, with_overrides
 from .report import ModelResult, RoundScores
 
@@ -115,6 +116,7 @@ class Baselines:
         result = ModelResult(setting, model_name, [round_scores(self.job, 0, zero)], run_dir=f"runs/{run_name}")
         load_adapter_state(self.model, self.initial)
         rounds = self.settings.num_server_rounds
+        key, plateau = self.job.task.primary_metric, self.settings.evaluate
         for server_round in range(1, rounds + 1):
             train = train_locally(settings, self.job.task, self.job.resident(), dataset,
                                   learning_rate=self.settings.learning_rate(server_round),
@@ -124,6 +126,9 @@ class Baselines:
             self._record(recorder, server_round, evaluation, seconds, train)
             self._log_round(label, server_round, evaluation, train)
             result.rounds.append(round_scores(self.job, server_round, evaluation))
+            if plateaued([r.pooled[key] for r in result.rounds], plateau.plateau_rounds, plateau.plateau_delta):
+                rounds = server_round  # converged: evaluate.plateau-rounds, as a federated run stops
+                break
         self._checkpoint(recorder.run_dir, rounds, setting)
         result.wall_seconds = time.perf_counter() - start
         return result

@@ -49,7 +49,9 @@ class FederatedEvaluation:
     def __call__(self, server_round: int, arrays: ArrayRecord) -> dict[str, Any]:
         start = time.perf_counter()
         sampled = self.sample(server_round)
-        config = ConfigRecord({"server-round": server_round, **self.roster.message_config()})
+        # the whole float32 adapter (not a strategy's wire form); run-name: where sites keep personal checkpoints
+        config = ConfigRecord({"server-round": server_round, "full-adapter": True,
+                               "run-name": self.recorder.run_dir.name, **self.roster.message_config()})
         content = RecordDict({"arrays": arrays, "config": config})
         messages = [Message(content, dst_node_id=self.roster.sites[i].node, message_type=MessageType.EVALUATE,
                             group_id=str(server_round)) for i in sampled]

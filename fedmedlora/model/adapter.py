@@ -22,10 +22,13 @@ def family_of_head(head: str) -> str:
 
 
 def lora_config(settings: Settings, head: str, *, base_model_name_or_path: str | None = None) -> Any:
-    """PEFT's LoraConfig; the head's kind also decides PEFT's wrapper class when a checkpoint is loaded."""
+    """PEFT's adapter config (LoraConfig; for lora.adapter "rxr" see `rxr_config`); the head's kind also decides
+    PEFT's wrapper class when a checkpoint is loaded."""
     from peft import LoraConfig, TaskType
 
     task_type = {"": TaskType.CAUSAL_LM, "token": TaskType.TOKEN_CLS, "sequence": TaskType.SEQ_CLS}[head]
+    if settings.adapter_kind == "rxr":
+        return rxr_config(settings, task_type, base_model_name_or_path)
     return LoraConfig(
         task_type=task_type,
         r=settings.lora.r,
@@ -33,6 +36,28 @@ def lora_config(settings: Settings, head: str, *, base_model_name_or_path: str |
         lora_dropout=settings.lora.dropout,
         target_modules=settings.target_modules,
         bias="none",
+        base_model_name_or_path=base_model_name_or_path,
+    )
+
+
+def rxr_config(settings: Settings, task_type: Any, base_model_name_or_path: str | None) -> Any:
+    """The r x r adapter of Fed-SB / LoRA-SB: delta W = (alpha / r) B (R - I) A with A (r x in) and B (out x r) fixed
+    from the truncated SVD of the frozen weight and only R (r x r, starting at I) trained. It is PEFT's PSOFT adapter
+    without its orthogonality constraint and magnitude vectors. A and B are recomputed from the base weights where the
+    model is loaded, identically on every side, and never travel; "full" SVD is exact, "lowrank" (above 2048 columns)
+    is seeded, so deterministic too."""
+    from peft import PsoftConfig
+
+    return PsoftConfig(
+        task_type=task_type,
+        r=settings.lora.r,
+        psoft_alpha=settings.lora.alpha,
+        psoft_dropout=settings.lora.dropout,
+        target_modules=settings.target_modules,
+        psoft_orth=False,
+        psoft_mag_a=False,
+        psoft_mag_b=False,
+        psoft_svd="full",
         base_model_name_or_path=base_model_name_or_path,
     )
 
@@ -45,26 +70,27 @@ def missing_target_modules(model: Any, targets: list[str] | str) -> list[str]:
     return [t for t in targets if t not in leaf_names]
 
 
-def adapter_state(model: Any) -> dict[str, np.ndarray]:
+def adapter_state(model: Any, adapter_name: str = "default") -> dict[str, np.ndarray]:
     """The adapter's tensors as float32 numpy arrays, under PEFT checkpoint keys."""
     import torch
     from peft import get_peft_model_state_dict
 
-    return {k: v.detach().to("cpu", torch.float32).numpy() for k, v in get_peft_model_state_dict(model).items()}
+    return {k: v.detach().to("cpu", torch.float32).numpy()
+            for k, v in get_peft_model_state_dict(model, adapter_name=adapter_name).items()}
 
 
-def load_adapter_state(model: Any, state: Mapping[str, np.ndarray]) -> None:
+def load_adapter_state(model: Any, state: Mapping[str, np.ndarray], adapter_name: str = "default") -> None:
     """Overwrite the adapter (LoRA + head) of a PeftModel with `state`; every adapter key must be present."""
     import torch
     from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
-    expected = set(get_peft_model_state_dict(model))
+    expected = set(get_peft_model_state_dict(model, adapter_name=adapter_name))
     if set(state) != expected:
         missing, extra = sorted(expected - set(state)), sorted(set(state) - expected)
         raise ValueError(f"adapter keys do not match the model: missing {missing[:3]}, unexpected {extra[:3]} "
                          f"({len(missing)} missing, {len(extra)} unexpected)")
     tensors = {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in state.items()}
-    result = set_peft_model_state_dict(model, tensors)
+    result = set_peft_model_state_dict(model, tensors, adapter_name=adapter_name)
     unexpected = getattr(result, "unexpected_keys", [])
     if unexpected:
         raise ValueError(f"PEFT did not place adapter keys {unexpected[:3]}")
@@ -89,6 +115,9 @@ def initial_adapter_state(settings: Settings, head: str, num_labels: int | None,
     torch.manual_seed(seed)
     try:
         for module in peft_model.modules():
+            for core in getattr(module, "psoft_R", {}).values():  # the r x r adapter: R starts at I
+                core.to_empty(device="cpu")
+                core.reset_parameters(init_weights=True)
             if isinstance(module, LoraLayer):
                 for adapter_name in module.lora_A:
                     module.lora_A[adapter_name].to_empty(device="cpu")

@@ -56,7 +56,7 @@ def resident_model(settings: Settings, head: str, labels: list[str], cache_dir: 
     base is kept there: base_cache.py)."""
     global _LOADS, _LOAD_SECONDS
     family = family_of_head(head)
-    key = (tuple(settings[k] for k in MODEL_KEYS), head, tuple(labels))
+    key = (tuple(settings[k] for k in MODEL_KEYS), settings.adapter_kind, head, tuple(labels))
     with _LOCK:
         current = _SLOT.get("model")
         if current is not None and current.key == key:

@@ -118,7 +118,35 @@ def _privacy(s: Settings) -> list[str]:
     return problems
 
 
-RULES: tuple[Rule, ...] = (_local_work, _sampling, _splits, _learning_rates, _datasets, _resume, _privacy)
+
+def _site_ranks(s: Settings) -> list[str]:
+    raw = s.lora.site_ranks
+    if not raw.strip():
+        return []
+    try:
+        ranks = s.site_ranks
+    except ValueError:
+        return [f"key 'lora.site-ranks' = {raw!r}: expected comma-separated integers, e.g. \"16,8,4\""]
+    problems = []
+    if len(ranks) != s.data.num_sites:
+        problems.append(f"key 'lora.site-ranks' = {raw!r}: {len(ranks)} ranks for {s.data.num_sites} sites "
+                        "(data.num-sites)")
+    bad = [r for r in ranks if not 0 < r <= s.lora.r]
+    if bad:
+        problems.append(f"key 'lora.site-ranks' = {raw!r}: ranks must be in 1..lora.r = {s.lora.r} (the server's "
+                        f"rank); got {bad}")
+    return problems
+
+
+def _plateau(s: Settings) -> list[str]:
+    if s.evaluate.plateau_rounds and not s.evaluate.server:
+        return [f"key 'evaluate.plateau-rounds' = {s.evaluate.plateau_rounds}: stopping at a plateau reads the "
+                "server-side evaluation; set evaluate.server = true"]
+    return []
+
+
+RULES: tuple[Rule, ...] = (_local_work, _sampling, _splits, _learning_rates, _datasets, _resume, _privacy, _site_ranks,
+                           _plateau)
 
 
 def build_settings(values: Mapping[str, Any]) -> Settings:

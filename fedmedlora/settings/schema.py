@@ -22,6 +22,10 @@ def positive(v: Any) -> str | None:
     return None if v > 0 else "must be > 0"
 
 
+def positive_even(v: Any) -> str | None:
+    return None if v > 0 and v % 2 == 0 else "must be a positive even number (4-bit codes pack two a byte)"
+
+
 def non_negative(v: Any) -> str | None:
     return None if v >= 0 else "must be >= 0"
 
@@ -153,6 +157,13 @@ class LoraSettings:
         'dropout on the LoRA input', check=fraction)
     target_modules: str = key('query,value',
         'comma-separated module names to adapt (e.g. q_proj,v_proj), or all-linear', check=non_empty)
+    adapter: str = key('auto',
+        'what trains: lora (A and B), or rxr (an r x r core R between A and B fixed from the SVD of the base '
+        'weight: the Fed-SB / LoRA-SB structure, on PEFT\'s PSOFT; only R travels, r^2 values a layer); auto: '
+        'rxr for strategy fed-sb, lora otherwise', choices=('auto', 'lora', 'rxr'))
+    site_ranks: str = key('',
+        'flexlora: comma-separated LoRA rank of each site, e.g. "16,8,4" (each <= lora.r, the server\'s rank); '
+        'a SuperNode\'s node config key lora-rank overrides its entry; empty: every site at lora.r')
 
 
 @dataclass(frozen=True)
@@ -199,7 +210,11 @@ class StrategySettings:
         "fed-medlora-plus (the seed's weighting), examples for every other strategy",
         choices=('auto', 'examples', 'tokens'))
     wire_dtype: str = key('float16',
-        'dtype of LoRA tensors on the wire', choices=('float16', 'float32'))
+        'adapter tensors on the wire: float16 or float32 values, or int8 / int4 updates (blockwise absmax, '
+        'relative to the initial adapter going out and to the received adapter coming back, with error '
+        'feedback on the client; see docs/wire-formats.md)', choices=('float16', 'float32', 'int8', 'int4'))
+    wire_block_size: int = key(128,
+        'int8 / int4: values per quantization block (each block sends one float16 scale)', check=positive_even)
     round_timeout: float = key(3600.0,
         'seconds a round phase waits for replies', check=positive)
     node_wait: float = key(300.0,
@@ -273,6 +288,13 @@ class EvaluateSettings:
         'held-out split used by evaluation', choices=('val', 'test'))
     batch_size: int = key(64,
         'examples per evaluation batch', check=positive)
+    plateau_rounds: int = key(0,
+        'stop the run once the pooled primary metric of the server-side evaluation has not risen by more than '
+        'evaluate.plateau-delta over this many rounds (0: run all num-server-rounds, which is then a cap)',
+        check=non_negative)
+    plateau_delta: float = key(0.003,
+        'evaluate.plateau-rounds: the smallest rise (0.003 = 0.3 F1 points) that counts as improving',
+        check=non_negative)
     checkpoint_every: int = key(1,
         'save peft_<round>/ every N rounds, peft_0 (the initial adapter) included; the last round always',
         check=non_negative)
@@ -339,6 +361,18 @@ class Settings:
         if raw == "all-linear":
             return raw
         return [m.strip() for m in raw.split(",") if m.strip()]
+
+    @property
+    def adapter_kind(self) -> str:
+        """lora or rxr: lora.adapter, with auto resolved (rxr is what strategy fed-sb trains)."""
+        if self.lora.adapter != "auto":
+            return self.lora.adapter
+        return "rxr" if self.strategy.name == "fed-sb" else "lora"
+
+    @property
+    def site_ranks(self) -> list[int]:
+        """lora.site-ranks as integers (empty: every site trains at lora.r)."""
+        return [int(r) for r in self.lora.site_ranks.split(",") if r.strip()]
 
     @property
     def clients_per_round(self) -> int:

@@ -1,15 +1,19 @@
 """What every fedmedlora strategy adds to a Flower strategy, whatever its aggregation rule.
 
 `LoraStrategyMixin` goes in front of a Flower strategy class (`class X(LoraStrategyMixin, FedAvg)`):
-- the server keeps the global adapter in float32 and sends it in `strategy.wire-dtype` (float16 by default), cast
-  once per round: the Flower parent builds its messages (and FedOpt/FedAvgM keep their copy of the global arrays)
-  from the float32 record; only the outgoing messages carry the wire copy. Clients read the wire dtype from the run
-  config; the round's training config carries only its learning rate (and FedProx's mu);
+- the server keeps the global adapter in float32 and sends its shared tensors (all of them, unless the strategy's
+  `key_scheme` keeps some at the sites: aggregation/key_roles.py) in `strategy.wire-dtype`, encoded once per round:
+  float16 (the default) or float32 values, or int8/int4 quantized differences from the initial adapter (wire.py,
+  docs/wire-formats.md). The Flower parent builds its messages (and FedOpt/FedAvgM keep their copy of the global
+  arrays) from the float32 record; only the outgoing messages carry the wire copy. Clients read the wire format
+  from the run config; the round's training config carries its learning rate (and FedProx's mu, and the initial
+  adapter's fingerprint when sites need that adapter);
 - replies are screened and decoded once, here and nowhere else: error replies, missing metrics, missing/extra keys,
-  wrong shapes, non-float dtypes and NaN/Inf exclude a client with a logged reason. Usable replies become `Reply`s
-  (float32 state in the global key order, metrics) that the rule (`aggregate_replies`) combines; the aggregate is
-  encoded once. A round with fewer usable replies than `strategy.min-replies` leaves the global adapter unchanged and
-  says so;
+  wrong shapes, non-float dtypes or another wire format, and NaN/Inf exclude a client with a logged reason. Usable
+  replies become `Reply`s (float32 state in the global key order, metrics; an int8/int4 update is added to the
+  float32 master copy of what the node was sent) that the rule (`aggregate_replies`) combines; the aggregate,
+  completed with the tensors that did not travel, is encoded once. A round with fewer usable replies than
+  `strategy.min-replies` leaves the global adapter unchanged and says so;
 - per-client metrics, exclusions and the array bytes sent and received are recorded for metrics.jsonl (the recorder
   keeps the running totals);
 - rounds go on with whoever is connected: each phase waits at most `strategy.node-wait` seconds for
@@ -19,9 +23,10 @@
   Flower's server optimisers override them), saved after every round so a killed run resumes exactly.
 
 A strategy owns its specifics as class attributes and hooks: `keys` (the strategy-specific run-config keys it reads),
-`product` (whether `strategy.lora-aggregation = "product"` applies), `settings_problems` (its cross-key rules, checked
-with the run config), `flower_arguments` (its Flower constructor arguments from the settings) and `setup` (set-up
-that needs the job, e.g. Fed-MedLoRA+'s validation set).
+`product` (whether `strategy.lora-aggregation = "product"` applies), `key_scheme` (which tensors travel),
+`settings_problems` (its cross-key rules, checked with the run config), `flower_arguments` (its Flower constructor
+arguments from the settings), `setup` (set-up that needs the job, e.g. Fed-MedLoRA+'s validation set), and for
+strategies whose nodes differ (FlexLoRA's ranks) `wire_record_for`, `reply_layout` and `reply_base`.
 """
 
 from __future__ import annotations
@@ -33,15 +38,18 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
+from ..aggregation.hetero_rank import truncate
+from ..aggregation.key_roles import SHARED, keys_with_role
 from ..aggregation.influence import (bound_norms, capped_weight, clip_to_bound, rounding_slack, scale_update,
                                      update_norm)
 from ..aggregation.screening import state_problem
 from ..recorder import RunRecorder
 from ..reply_contract import ARRAYS, EVALUATE_METRICS, METRICS, TRAIN_METRICS, allowed_metrics, kept_error_reason
 from ..settings import Settings
-from ..wire import WIRE_NUMPY_DTYPES, from_array_record, record_nbytes, to_array_record
+from ..wire import (QUANTIZED_BITS, WIRE_NUMPY_DTYPES, array_values, from_array_record, is_quantized,
+                    quantized_stype, record_nbytes, state_digest, to_array_record)
 from .availability import NodeSnapshot, connected_nodes
 from .outcomes import match_replies
 from .site_counts import SiteCounts, UnknownCounts
@@ -109,8 +117,9 @@ class Reply:
 # those that only identify a client (federation/process_stats.py: which process served it).
 _NOT_AVERAGED = {"site", "model-loads", "num-examples", "num-tokens", "train-examples-seen", "train-tokens-seen",
                  "train-steps", "model-loaded", "model-load-seconds", "startup-seconds", "data-seconds",
-                 "dp-epsilon", "dp-noise-multiplier"}
-_LARGEST = {"model-loads", "dp-epsilon", "dp-noise-multiplier"}
+                 "dp-epsilon", "dp-noise-multiplier", "lora-rank", "site-rounds-kept"}
+# facts of which the largest is the one worth keeping
+_LARGEST = {"model-loads", "dp-epsilon", "dp-noise-multiplier", "lora-rank", "site-rounds-kept"}
 _NOT_AGGREGATED = {"site", "pid", "process-messages", "data-from-cache", "model-from-cache"}
 
 
@@ -141,6 +150,7 @@ class LoraStrategyMixin:
     keys: ClassVar[tuple[str, ...]] = ()
     product: ClassVar[bool] = False
     needs_validation_set: ClassVar[bool] = False  # set-up reads validation rows the server holds (job.sites' val)
+    key_scheme: ClassVar[str] = "all"  # which adapter tensors travel (aggregation/key_roles.py)
     settings: Settings
     recorder: RunRecorder
     global_keys: dict[str, tuple[int, ...]]
@@ -166,7 +176,9 @@ class LoraStrategyMixin:
         """`counts`: what the server holds of each site, for `strategy.weight-cap` (site_counts.py)."""
         self.settings = settings
         self.recorder = recorder
-        self.global_keys = {k: tuple(v.shape) for k, v in initial_state.items()}
+        self.initial_state = initial_state  # frozen tensors stay at it; int8/int4 downlinks are relative to it
+        shared = keys_with_role(initial_state, self.key_scheme, SHARED)
+        self.global_keys = {k: tuple(initial_state[k].shape) for k in shared}  # what travels, and is screened
         self._wire: tuple[ArrayRecord, ArrayRecord] | None = None  # (float32 global, its wire copy)
         self._sent: dict[str, list[Message]] = {}  # the instructions of the current phase, by phase
         self._caps = {"train": self.min_train_nodes, "evaluate": self.min_evaluate_nodes}  # type: ignore[attr-defined]
@@ -175,6 +187,10 @@ class LoraStrategyMixin:
         if counts is None and settings.strategy.weight_cap:
             announce("strategy.weight-cap: the server holds no site counts here; claimed weights are not capped",
                      logging.WARNING)
+        self._global: tuple[ArrayRecord, State] | None = None  # (float32 global sent this round, decoded once)
+        self.quantized = is_quantized(settings.strategy.wire_dtype)
+        self.sites_need_reference = self.key_scheme != "all" or self.quantized
+        self.reference_digest = state_digest(initial_state) if self.sites_need_reference else None
 
     # --- what carries over from round to round (resume) --------------------------------------------------------------
     def state_dict(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -185,23 +201,68 @@ class LoraStrategyMixin:
         """Take back what `state_dict` gave, when a run resumes."""
 
     # --- sending -------------------------------------------------------------------------------------------------
+    def encode_global(self, state: State, rank: int | None = None) -> ArrayRecord:
+        """What travels of a global adapter: its shared tensors in the wire dtype, or, int8/int4, their difference
+        from the initial adapter (zero in round 1: sites draw the initial adapter themselves). `rank`: the state is
+        that rank's truncation (heterogeneous ranks), and so is the initial adapter it is compared with."""
+        s = self.settings.strategy
+        shared = {k: state[k] for k in self.global_keys}
+        if self.quantized:
+            initial = self.initial_state if rank is None else truncate(self.initial_state, rank)
+            shared = {k: v - initial[k] for k, v in shared.items()}
+        return to_array_record(shared, s.wire_dtype, s.wire_block_size)
+
     def wire_record(self, arrays: ArrayRecord) -> ArrayRecord:
-        """The global adapter in the wire dtype, cast once per global adapter (not per phase or per client)."""
+        """The global adapter on the wire, encoded once per global adapter (not per phase or per client)."""
         if self._wire is None or self._wire[0] is not arrays:
-            self._wire = (arrays, to_array_record(from_array_record(arrays), self.settings.strategy.wire_dtype))
+            self._wire = (arrays, self.encode_global(from_array_record(arrays)))
         return self._wire[1]
+
+    def wire_record_for(self, node: int, arrays: ArrayRecord) -> ArrayRecord:
+        """What one node is sent: the same record for every node, unless a strategy says otherwise."""
+        return self.wire_record(arrays)
+
+    def reply_layout(self, metrics: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+        """The keys and shapes a reply must have: the shared tensors of the global adapter."""
+        return self.global_keys
+
+    def reply_base(self, metrics: dict[str, Any]) -> State:
+        """What an int8/int4 reply's update is added to: the float32 master copy of what the node was sent."""
+        return self.global_state()
+
+    def global_state(self) -> State:
+        """The float32 global adapter of this round (every key), decoded once."""
+        if self._global is None:
+            raise RuntimeError("no global adapter yet: configure_train has not run")
+        return self._global[1]
+
+    def _remember_global(self, arrays: ArrayRecord) -> None:
+        if self._global is None or self._global[0] is not arrays:
+            self._global = (arrays, from_array_record(arrays))
+
+    def site_config(self, config: ConfigRecord) -> ConfigRecord:
+        """The round's config, plus the initial adapter's fingerprint when sites need that adapter."""
+        if self.reference_digest is not None:
+            config["adapter-reference"] = self.reference_digest
+        return config
 
     def _to_wire(self, messages: Iterable[Message], arrays: ArrayRecord, server_round: int, phase: str
                  ) -> list[Message]:
         messages = list(messages)
         if not messages:
             return messages
-        wire = self.wire_record(arrays)
+        sent = 0
+        common = self.wire_record(arrays)
         for msg in messages:
-            msg.content["arrays"] = wire
+            wire = self.wire_record_for(msg.metadata.dst_node_id, arrays)
+            if wire is common:
+                msg.content["arrays"] = wire
+            else:  # Flower's messages share one RecordDict: a node's own record needs its own
+                msg.content = RecordDict({**dict(msg.content.items()), "arrays": wire})
+            sent += record_nbytes(wire)
+        self.recorder.add_comm(server_round, phase, sent_bytes=sent)
         if phase == "train":
-            self._sent_arrays = wire
-        self.recorder.add_comm(server_round, phase, sent_bytes=record_nbytes(wire) * len(messages))
+            self._sent_arrays = common
         self.recorder.round(server_round)[f"{phase}-nodes"] = [m.metadata.dst_node_id for m in messages]
         self._sent[phase] = messages  # the grid gives them their ids when it pushes them
         return messages
@@ -223,10 +284,11 @@ class LoraStrategyMixin:
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Any):
         config = ConfigRecord(dict(config))
         config["learning-rate"] = self.settings.learning_rate(server_round)
+        self._remember_global(arrays)
         nodes = self.snapshot(server_round, grid, "train", self.settings.strategy.min_replies)
         if nodes is None:
             return []
-        messages = super().configure_train(server_round, arrays, config, nodes)  # type: ignore[misc]
+        messages = super().configure_train(server_round, arrays, self.site_config(config), nodes)  # type: ignore[misc]
         return self._to_wire(messages, arrays, server_round, "train")
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Any):
@@ -236,6 +298,7 @@ class LoraStrategyMixin:
         nodes = self.snapshot(server_round, grid, "evaluate", 1)
         if nodes is None:
             return []
+        config = self.site_config(ConfigRecord(dict(config)))
         messages = super().configure_evaluate(server_round, arrays, config, nodes)  # type: ignore[misc]
         return self._to_wire(messages, arrays, server_round, "evaluate")
 
@@ -283,14 +346,25 @@ class LoraStrategyMixin:
         weight = metrics.get(weight_key)
         if not isinstance(weight, (int, float)) or not np.isfinite(weight) or weight <= 0:
             return None, f"metric '{weight_key}' missing or not a positive number: {weight!r}"
-        raw = {k: a.numpy() for k, a in content[array_key].items()}
-        problem = state_problem(raw, self.global_keys)
-        if problem is not None:
+        raw, problem = self.decode_arrays(content[array_key])
+        layout = None
+        if problem is None:
+            try:
+                layout = self.reply_layout(metrics)
+            except ValueError as err:
+                problem = str(err)
+        if problem is None:
+            problem = state_problem(raw, layout)
+        if problem is not None or layout is None:
             return None, problem
-        for key, array in raw.items():
-            if array.dtype not in WIRE_NUMPY_DTYPES:
-                return None, f"{key!r}: dtype {array.dtype}, expected float16 or float32"
-        state = {k: np.asarray(raw[k], dtype=np.float32) for k in self.global_keys}
+        if self.quantized:  # an update relative to the global it was sent: the master copy, not the rounded one
+            base = self.reply_base(metrics)
+            state = {k: base[k] + raw[k] for k in layout}
+        else:
+            for key, array in raw.items():
+                if array.dtype not in WIRE_NUMPY_DTYPES:
+                    return None, f"{key!r}: dtype {array.dtype}, expected float16 or float32"
+            state = {k: np.asarray(raw[k], dtype=np.float32) for k in layout}
         reply = Reply(node_of(msg) if node is None else node, state, metrics, msg)
         problem = self.cap_weight(server_round, reply) or self.privacy_problem(reply)
         return (None, problem) if problem else (reply, None)
@@ -349,7 +423,9 @@ class LoraStrategyMixin:
         """
         if not replies or self._sent_arrays is None:
             return replies
-        reference = from_array_record(self._sent_arrays)
+        # what the sites' updates are measured from: the wire copy they were sent, or (int8/int4, which send
+        # updates relative to the master copy) the float32 global
+        reference = self.global_state() if self.quantized else from_array_record(self._sent_arrays)
         norms = [update_norm(r.state, reference) for r in replies]
         entries = {e["node"]: e for e in self.recorder.round(server_round).get("clients", [])}
         for reply, norm in zip(replies, norms):
@@ -377,6 +453,22 @@ class LoraStrategyMixin:
                 reply.state = scale_update(reply.state, reference, decision.factor)
             kept.append(reply)
         return kept
+
+    def decode_arrays(self, record: ArrayRecord) -> tuple[dict[str, np.ndarray], str | None]:
+        """The reply's arrays as numpy (quantized ones dequantized), or the reason they cannot be read."""
+        if not self.quantized:
+            return {k: a.numpy() for k, a in record.items()}, None
+        s = self.settings.strategy
+        expected = quantized_stype(QUANTIZED_BITS[s.wire_dtype], s.wire_block_size)
+        out = {}
+        for key, array in record.items():
+            if array.stype != expected:
+                return {}, f"{key!r}: serialization {array.stype!r}, expected {expected!r} (strategy.wire-dtype)"
+            try:
+                out[key] = array_values(array)
+            except ValueError as err:
+                return {}, f"{key!r}: {err}"
+        return out, None
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]):
         outcomes, strays = match_replies(self._sent.pop("train", []), replies)
@@ -415,8 +507,9 @@ class LoraStrategyMixin:
             log["train-aggregated"] = dict(metrics)
         if state is None:
             return None, metrics
+        state = self.complete(state)
         record = to_array_record(state, "float32")  # the master copy stays float32
-        self._wire = (record, to_array_record(state, self.settings.strategy.wire_dtype))
+        self._wire = (record, self.encode_global(state))
         return record, metrics
 
     def ignore_strays(self, server_round: int, phase: str, strays: list[Message]) -> None:
@@ -425,6 +518,14 @@ class LoraStrategyMixin:
             self.recorder.round(server_round)[f"{phase}-stray-replies"] = len(strays)
             announce(f"round {server_round}: {len(strays)} {phase} replies answer no instruction of this round "
                      f"(from nodes {sorted({node_of(m) for m in strays})}): ignored", logging.WARNING)
+
+    def complete(self, aggregate: State) -> State:
+        """The whole global adapter: the aggregated shared tensors, and the rest as they were (frozen at the initial
+        adapter; personal ones are never here: the server keeps their initial values)."""
+        if len(aggregate) == len(self.initial_state):
+            return aggregate
+        current = self.global_state()
+        return {k: aggregate[k] if k in aggregate else current[k] for k in self.initial_state}
 
     def exclude(self, server_round: int, node: int, reason: str, failure: bool = False) -> None:
         """Leave one client out of this round's aggregate, with its reason, counted in metrics.jsonl.

@@ -18,7 +18,11 @@ from .differential_privacy import SiteLevelDP
 from .differential_privacy import settings_problems as privacy_problems
 from .fed_medlora_plus import LoraFedMedLoRAPlus
 from .fedavg import LoraFedAvg
+from .fed_sb import LoraFedSB
 from .fedavgopt import LoraFedAvgOpt
+from .fedsa_lora import LoraFedSA
+from .flexlora import LoraFlexLoRA
+from .ffa_lora import LoraFFA
 from .flower import (LoraFedAdagrad, LoraFedAdam, LoraFedAvgM, LoraFedMedian, LoraFedProx, LoraFedTrimmedAvg,
                      LoraFedYogi)
 from .robust import LoraBulyan, LoraKrum, LoraMultiKrum
@@ -45,6 +49,18 @@ STRATEGIES: dict[str, StrategySpec] = {
     "fedavgopt": StrategySpec(
         LoraFedAvgOpt, "FedAvg with per-client coefficients alpha found by Nelder-Mead (Gram-matrix objective)",
         "FlowerTune medical seed; arXiv 2501.15949"),
+    "ffa-lora": StrategySpec(
+        LoraFFA, "LoRA A frozen at the shared initial adapter; only B (and a head) trained, sent and averaged",
+        "Sun et al., ICLR 2024, arXiv 2403.12313"),
+    "fedsa-lora": StrategySpec(
+        LoraFedSA, "only LoRA A (and a head) shared and averaged; each site keeps its own B (personalised evaluation)",
+        "Guo et al., ICLR 2025, arXiv 2410.01463"),
+    "flexlora": StrategySpec(
+        LoraFlexLoRA, "sites train at their own LoRA rank (lora.site-ranks); the server averages the products and "
+        "sends each site its rank's truncated SVD factors", "Bai et al., NeurIPS 2024, arXiv 2402.11505"),
+    "fed-sb": StrategySpec(
+        LoraFedSB, "only an r x r core between fixed SVD factors trains and travels; its average is exact",
+        "Singhal et al. 2025, arXiv 2502.15436"),
     "fedprox": StrategySpec(LoraFedProx, "Flower's FedProx: FedAvg plus a proximal term in the clients' loss",
                             "Li et al. 2020, arXiv 1812.06127"),
     "fedadam": StrategySpec(LoraFedAdam, "Flower's FedAdam: Adam on the server", "Reddi et al. 2021, arXiv 2003.00295"),
@@ -92,6 +108,21 @@ def settings_problems(settings: Settings) -> list[str]:
         allowed = ", ".join(n for n, s in STRATEGIES.items() if s.cls.product)
         problems.append(f"key 'strategy.lora-aggregation' = 'product' with strategy.name = {name!r}: product "
                         f"aggregation applies to {allowed}; {name} combines the factors (use 'factors')")
+    if settings.site_ranks and not getattr(cls, "site_ranks", False):
+        allowed = ", ".join(n for n, s in STRATEGIES.items() if getattr(s.cls, "site_ranks", False))
+        problems.append(f"key 'lora.site-ranks' = {settings.lora.site_ranks!r} with strategy.name = {name!r}: sites "
+                        f"of different ranks need a strategy that aggregates them ({allowed})")
+    if settings.adapter_kind == "rxr" and (cls.key_scheme != "all" or getattr(cls, "site_ranks", False)
+                                           or settings.strategy.lora_aggregation == "product"):
+        problems.append(f"key 'lora.adapter' = 'rxr' with strategy.name = {name!r}: the r x r adapter has no "
+                        "A and B to freeze, keep, re-rank or multiply; use it with fed-sb (or fedavg and "
+                        "Flower's strategies, factors aggregation)")
+    if settings.privacy.dp == "site" and (settings.strategy.wire_dtype in ("int8", "int4") or cls.key_scheme != "all"
+                                          or getattr(cls, "site_ranks", False)):
+        problems.append(f"key 'privacy.dp' = 'site' with strategy.name = {name!r} and strategy.wire-dtype = "
+                        f"{settings.strategy.wire_dtype!r}: a site clips the difference between the whole adapter "
+                        "it trained and the one it received (Flower's fixedclipping_mod), which needs every tensor "
+                        "sent as values at one rank: use float16 or float32 and a strategy that shares every tensor")
     return problems + cls.settings_problems(settings) + privacy_problems(settings)
 
 
@@ -112,7 +143,7 @@ def build_strategy(settings: Settings, recorder: RunRecorder, initial_state: dic
                            f"classification); {settings.model.name} is a {job.family} model"])
     weight_by = resolve_weight_by(settings)
     arguments = spec.cls.flower_arguments(settings)
-    strategy = spec.cls(**flower_sampling_kwargs(settings, weight_by), **arguments)
+    strategy = spec.cls(**{**flower_sampling_kwargs(settings, weight_by), **arguments})  # a strategy may resample
     strategy.setup_lora(settings, recorder, initial_state, counts)
     info: dict[str, Any] = {"name": name, "description": spec.description, "source": spec.source,
                             "weight-by": weight_by, "settings": {k: settings[k] for k in spec.cls.keys},

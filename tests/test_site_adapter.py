@@ -1,0 +1,95 @@
+"""The ClientApp's side of the wire, on the real model: int8 updates with error feedback, FFA-LoRA's frozen A, FedSA-LoRA's
+kept B, and a site that holds another initial adapter than the server's."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fedmedlora import client_app
+from fedmedlora.job import get_job
+from fedmedlora.launch.grid import node_context, train_message
+from fedmedlora.model.adapter import adapter_state
+from fedmedlora.settings import parse_run_config
+from fedmedlora.site_adapter import PERSONAL_STATE, RESIDUAL_STATE
+from fedmedlora.wire import from_array_record, state_digest, to_array_record
+from helpers import TINY_NER
+
+RUN = {**TINY_NER, "train.local-steps": 2}
+
+
+def setup(overrides: dict) -> tuple[dict, dict, dict]:
+    config = {**RUN, **overrides}
+    job = get_job(parse_run_config(config))
+    initial = job.initial_adapter()
+    return config, initial, {"adapter-reference": state_digest(initial)}
+
+
+def test_int8_reply_is_the_update_and_the_site_keeps_the_residual() -> None:
+    config, initial, ref = setup({"strategy.wire-dtype": "int8"})
+    ctx = node_context(config, 0, 3)
+    zero = to_array_record({k: np.zeros_like(v) for k, v in initial.items()}, "int8")  # round 1: global = initial
+    out = client_app.train(train_message(zero, node_id=1, **ref), ctx)
+    arrays = out.content["arrays"]
+    assert {a.stype for a in arrays.values()} == {"fedmedlora/absmax-int8-b128"}
+    assert dict(out.content["metrics"])["site-rounds-kept"] == 0  # nothing kept yet
+    trained = adapter_state(get_job(parse_run_config(config)).resident().model)
+    sent = from_array_record(arrays)
+    residual = from_array_record(ctx.state[RESIDUAL_STATE])
+    for key in initial:  # received + sent update + what quantization kept back = the trained adapter
+        np.testing.assert_allclose(initial[key] + sent[key] + residual[key], trained[key], atol=1e-6)
+    moved = max(float(np.abs(sent[k]).max()) for k in sent if "lora_B" in k)
+    kept = max(float(np.abs(residual[k]).max()) for k in residual)
+    assert moved > 0 and kept < moved / 100  # 8 bits: the residual is a sliver of the update
+    # the next round folds the residual in: what the site sends then includes what it kept back now
+    again = client_app.train(train_message(zero, node_id=1, server_round=2, **ref), ctx)
+    assert dict(again.content["metrics"])["site-rounds-kept"] == 1
+    trained2 = adapter_state(get_job(parse_run_config(config)).resident().model)
+    sent2, residual2 = from_array_record(again.content["arrays"]), from_array_record(ctx.state[RESIDUAL_STATE])
+    for key in list(initial)[:4]:
+        np.testing.assert_allclose(sent2[key] + residual2[key], trained2[key] - initial[key] + residual[key],
+                                   atol=1e-6)
+
+
+def test_a_site_with_another_initial_adapter_refuses_to_train() -> None:
+    config, initial, _ = setup({"strategy.wire-dtype": "int4"})
+    zero = to_array_record({k: np.zeros_like(v) for k, v in initial.items()}, "int4")
+    with pytest.raises(ValueError, match="initial adapter mismatch: the server's fingerprint is 0123456789abcdef"):
+        client_app.train(train_message(zero, node_id=1, **{"adapter-reference": "0123456789abcdef"}),
+                         node_context(config, 0, 3))
+    with pytest.raises(ValueError, match="sent no 'adapter-reference'"):
+        client_app.train(train_message(zero, node_id=1), node_context(config, 0, 3))
+
+
+def test_ffa_trains_b_only_and_never_sends_a() -> None:
+    config, initial, ref = setup({"strategy.name": "ffa-lora"})
+    shared = {k: v for k, v in initial.items() if ".lora_A." not in k}
+    out = client_app.train(train_message(to_array_record(shared, "float16"), node_id=1, **ref),
+                           node_context(config, 0, 3))
+    assert sorted(out.content["arrays"]) == sorted(shared)
+    model = get_job(parse_run_config(config)).resident().model
+    trained = adapter_state(model)
+    a_keys = [k for k in initial if ".lora_A." in k]
+    assert all(np.array_equal(trained[k], initial[k]) for k in a_keys)  # A did not move
+    assert any(not np.allclose(trained[k], initial[k]) for k in shared if ".lora_B." in k)
+    assert all(p.requires_grad for n, p in model.named_parameters() if ".lora_A." in n)  # unfrozen afterwards
+
+
+def test_fedsa_keeps_b_at_the_site_and_loads_it_next_round() -> None:
+    config, initial, ref = setup({"strategy.name": "fedsa-lora"})
+    shared = {k: v for k, v in initial.items() if ".lora_B." not in k}
+    ctx = node_context(config, 1, 3)
+    out = client_app.train(train_message(to_array_record(shared, "float16"), node_id=2, **ref), ctx)
+    assert sorted(out.content["arrays"]) == sorted(shared)  # B stays here
+    kept = from_array_record(ctx.state[PERSONAL_STATE])
+    assert sorted(kept) == sorted(k for k in initial if ".lora_B." in k)
+    assert any(np.abs(v).max() > 0 for v in kept.values())  # B trained from zero
+    # evaluation with the next global A uses this site's own B: the resident model holds it
+    client_app.evaluate(train_message(to_array_record(shared, "float16"), node_id=2, **ref), ctx)
+    loaded = adapter_state(get_job(parse_run_config(config)).resident().model)
+    assert all(np.array_equal(loaded[k], kept[k]) for k in kept)
+    # another site starts from the initial B (zeros), not from this one's
+    client_app.evaluate(train_message(to_array_record(shared, "float16"), node_id=3, **ref),
+                        node_context(config, 2, 3))
+    loaded = adapter_state(get_job(parse_run_config(config)).resident().model)
+    assert all(not np.any(loaded[k]) for k in kept)
