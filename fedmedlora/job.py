@@ -14,6 +14,7 @@ from .data.sites import Site, load_sites
 from .model.adapter import checkpoint_info
 from .model.loading import load_config, model_family
 from .model.resident import Resident, resident_model
+from .qa.suite import QASuite
 from .settings import Settings
 from .tasks import build_task
 
@@ -32,6 +33,7 @@ class Job:
         rows = [r for site in self.sites for split in ("train", "val", "test") for r in site.split(split)]
         self.task = build_task(settings, self.family, rows=rows)
         self._tokenized: dict[tuple, Any] = {}
+        self._qa_suite: QASuite | None = None
 
     @property
     def labels(self) -> list[str]:
@@ -64,6 +66,15 @@ class Job:
         per_site = {str(s): self.task.score(o) for s, o in outcomes.items()}
         pooled = self.task.score(self.task.merge(list(outcomes.values())))
         return {"pooled": pooled, "sites": per_site}
+
+    def benchmark_scores(self) -> dict[str, dict[str, float]]:
+        """QA accuracy of the resident model (whatever adapter it holds) on `evaluate.qa-benchmarks`; {} if none."""
+        if not self.settings.qa_benchmarks:
+            return {}
+        if self._qa_suite is None:
+            self._qa_suite = QASuite.from_settings(self.settings)
+        resident = self.resident()
+        return self._qa_suite.score(resident.model, resident.tokenizer)
 
 
 _JOB: dict[Settings, Job] = {}

@@ -68,6 +68,8 @@ class RoundEnd:
             start = time.perf_counter()
             load_adapter_state(self.job.resident().model, state)
             result = self.job.evaluate(self.settings.evaluate.split)
+            if benchmarks := self.job.benchmark_scores():  # evaluate.qa-benchmarks
+                result["benchmarks"] = benchmarks
             fields["server-eval"] = {**result, "split": self.settings.evaluate.split,
                                      "seconds": time.perf_counter() - start}
             metric_record = MetricRecord({k: float(v) for k, v in result["pooled"].items() if k in HEADLINE})
@@ -92,6 +94,9 @@ class RoundEnd:
             parts.append(f"{key} {pooled[key]:.4f} (pooled; {per_site})")
             if "lenient-f1" in pooled:
                 parts.append(f"lenient-f1 {pooled['lenient-f1']:.4f}")
+            for name, scores in record["server-eval"].get("benchmarks", {}).items():
+                parts.append(f"{name} accuracy {scores['generate-accuracy']:.4f} "
+                             f"(loglik {scores['loglik-accuracy']:.4f})")
         if "train-aggregated" in record:
             parts.append(f"train-loss {record['train-aggregated'].get('train-loss', float('nan')):.4f}")
         comm = record.get("comm", {})

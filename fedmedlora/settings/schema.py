@@ -42,6 +42,30 @@ def non_empty(v: Any) -> str | None:
     return None if str(v).strip() else "must not be empty"
 
 
+def benchmark_sizes(text: str) -> list[tuple[str, int]]:
+    """`evaluate.qa-benchmarks` as (name, size) pairs: "pubmedqa:100,medqa" -> [("pubmedqa", 100), ("medqa", 0)]
+    (size 0: the whole set). Raises ValueError naming the bad entry."""
+    entries = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        name, colon, size = part.rpartition(":")
+        if not colon:
+            name, size = part, "0"
+        if not name.strip() or not size.strip().isdigit():
+            raise ValueError(f"{part!r} is not <name> or <name>:<size> with a whole number of questions")
+        entries.append((name.strip(), int(size)))
+    return entries
+
+
+def benchmark_list(v: Any) -> str | None:
+    try:
+        benchmark_sizes(v)
+    except ValueError as err:
+        return str(err)
+    return None
+
+
 def key(default: Any, help: str, *, choices: tuple[Any, ...] | None = None, check: Check | None = None) -> Any:
     """A dataclass field that is a run-config key."""
     return field(default=default, metadata={"help": help, "choices": choices, "check": check})
@@ -70,7 +94,7 @@ class DataSettings:
         choices=('ner', 're', 'instruct'))
     datasets: str = key('ncbi_disease,bc5cdr',
         'comma-separated datasets: bundled names (ner: ncbi_disease, bc5cdr; re: bc5cdr_cid, chemprot; '
-        'instruct: medquad), local files (CoNLL .tsv/.conll[.gz] for ner; PubTator .txt/.pubtator[.gz] '
+        'instruct: medquad, medquad_flowertune, pubmedqa_pool), local files (CoNLL .tsv/.conll[.gz] for ner; PubTator .txt/.pubtator[.gz] '
         'or ChemProt-style JSONL with << >> and [[ ]] markers for re; JSONL with prompt/completion, '
         'instruction/input/output or question/answer for instruct), or, for instruct, a Hugging Face '
         'dataset id')
@@ -229,6 +253,11 @@ class EvaluateSettings:
         'held-out split used by evaluation', choices=('val', 'test'))
     batch_size: int = key(64,
         'examples per evaluation batch', check=positive)
+    qa_benchmarks: str = key('',
+        'instruct: QA benchmarks the server scores after every round, FlowerTune\'s way, in generate and loglik '
+        'mode from one forward pass: comma-separated <name>:<size>, e.g. "pubmedqa:100,medqa:60", each a fixed '
+        'sample (the questions of eval.py --limit <size>, seed 2024; no size: the whole set); names: pubmedqa, '
+        'medmcqa, medqa, careqa or a multiple-choice JSONL file; empty: none', check=benchmark_list)
     checkpoint_every: int = key(1,
         'save peft_<round>/ every N rounds, peft_0 (the initial adapter) included; the last round always',
         check=non_negative)
@@ -267,6 +296,10 @@ class Settings:
         if raw == "all-linear":
             return raw
         return [m.strip() for m in raw.split(",") if m.strip()]
+
+    @property
+    def qa_benchmarks(self) -> list[tuple[str, int]]:
+        return benchmark_sizes(self.evaluate.qa_benchmarks)
 
     @property
     def clients_per_round(self) -> int:
