@@ -12,12 +12,15 @@
 For every round: wall seconds of the client call and the seconds inside optimizer steps (forward, backward, clip,
 optimizer and scheduler step; measured from the Trainer's on_step_begin to on_step_end). Reported: warm-round
 overhead = 1 - step seconds / client seconds (target <= 10%), and training throughput of the warm resident client
-vs the plain loop (examples/s, target >= 95%). Run to run, a 30-step round varies by several percent on a shared
+vs the plain loop (examples/s, target >= 95%; and tokens/s, non-padding input tokens, which is the fair measure when
+examples differ in length, as SFT prompts do). Run to run, a 30-step round varies by several percent on a shared
 CPU, so the throughput ratio compares the best warm round with the best of `--plain-repeats` plain loops (the
 medians are reported too).
 
     python bench/bench_client_round.py                    # the embedded default: MiniLM NER, 30 steps x 16, ~4 min
     python bench/bench_client_round.py --rounds 4 --run-config "train.local-steps=10"
+    python bench/bench_client_round.py --rounds 3 --run-config conf/llm-qa-smollm2.toml \
+        --run-config 'model.dtype="float32" train.local-steps=4'      # SmolLM2 SFT (TRL SFTTrainer) client
 Prints one JSON object.
 """
 
@@ -105,6 +108,7 @@ def client_rounds(config: dict[str, Any], rounds: int, reload: bool) -> list[dic
         out.append({"round": server_round, "client_seconds": seconds, "step_seconds": timer.seconds,
                     "steps": timer.steps, "trainer_train_seconds": float(metrics["train-seconds"]),
                     "examples": int(metrics["train-examples-seen"]),
+                    "tokens": int(metrics["train-tokens-seen"]),
                     "model_loaded_this_round": resident_module.base_model_loads() > loads_before})
     return out
 
@@ -133,7 +137,9 @@ def plain_loop(config: dict[str, Any]) -> dict[str, Any]:
     optimizer = torch.optim.AdamW(params, lr=settings.learning_rate(1), weight_decay=settings.train.weight_decay)
     steps, batch = settings.train.local_steps, settings.train.batch_size
     batches = iter(loader)
-    done, examples = 0, 0
+    done, examples, tokens = 0, 0, 0
+    # what the Trainer does for model.dtype = bfloat16 (autocast); nothing otherwise
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=settings.model.dtype == "bfloat16")
     start = time.perf_counter()
     while done < steps:
         try:
@@ -141,30 +147,33 @@ def plain_loop(config: dict[str, Any]) -> dict[str, Any]:
         except StopIteration:
             batches = iter(loader)
             continue
-        loss = model(**inputs).loss
+        with autocast:
+            loss = model(**inputs).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, settings.train.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         done += 1
         examples += int(inputs["input_ids"].shape[0])
+        tokens += int(inputs["attention_mask"].sum()) if "attention_mask" in inputs else inputs["input_ids"].numel()
     seconds = time.perf_counter() - start
     load_adapter_state(model, initial)
     return {"seconds": seconds, "steps": done, "examples": examples, "examples_per_s": examples / seconds,
-            "batch_size": batch}
+            "tokens": tokens, "tokens_per_s": tokens / seconds, "batch_size": batch}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=4, help="client rounds per path (the first resident one is cold)")
     parser.add_argument("--plain-repeats", type=int, default=3)
-    parser.add_argument("--run-config", default="", help='"key=value ..." over the embedded default')
+    parser.add_argument("--run-config", action="append", default=[],
+                        help='a preset file or "key=value ..." over the embedded default; repeatable, later ones win')
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from fedmedlora.evaluation.machine_info import machine_info
     from fedmedlora.launch.launcher import parse_overrides
 
-    config = parse_overrides([args.run_config]) if args.run_config else {}
+    config = parse_overrides(args.run_config)
     config.setdefault("run.results-dir", "/tmp/fedmedlora-bench")
 
     reload = client_rounds(config, args.rounds, reload=True)
@@ -182,6 +191,9 @@ def main() -> None:
     best_plain = max(plains, key=lambda r: r["examples_per_s"])
     client_rates = [r["examples"] / r["client_seconds"] for r in warm]
     plain_rates = [r["examples_per_s"] for r in plains]
+    client_token_rates = [r["tokens"] / r["client_seconds"] for r in warm]
+    step_token_rates = [r["tokens"] / r["step_seconds"] for r in warm]  # inside optimizer steps only
+    plain_token_rates = [r["tokens_per_s"] for r in plains]
 
     warm_client = mean(warm, "client_seconds")
     warm_steps = mean(warm, "step_seconds")
@@ -207,6 +219,13 @@ def main() -> None:
             "client_vs_plain_throughput_best": (best_warm["examples"] / best_warm["client_seconds"])
             / best_plain["examples_per_s"],
             "client_vs_plain_throughput_median": median(client_rates) / median(plain_rates),
+            "client_tokens_per_s_best": max(client_token_rates),
+            "client_tokens_per_s_median": median(client_token_rates),
+            "client_step_tokens_per_s_median": median(step_token_rates),
+            "plain_loop_tokens_per_s_best": max(plain_token_rates),
+            "plain_loop_tokens_per_s_median": median(plain_token_rates),
+            "client_vs_plain_tokens_per_s_best": max(client_token_rates) / max(plain_token_rates),
+            "client_vs_plain_tokens_per_s_median": median(client_token_rates) / median(plain_token_rates),
             "targets": {"warm_overhead_share_max": 0.10, "client_vs_plain_min": 0.95},
         },
     }

@@ -40,8 +40,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from fedmedlora.evaluation.eval_model import ModelRequest, load_model_for_eval, resolve_device, resolve_dtype
     from fedmedlora.evaluation.machine_info import machine_info
-    from fedmedlora.evaluation.qa_datasets import load_qa_datasets
-    from fedmedlora.evaluation.qa_run import evaluate_qa_dataset
+    from fedmedlora.data.qa_benchmarks import load_qa_datasets
+    from fedmedlora.qa.scoring import evaluate_qa_dataset
 
     if args.threads:
         torch.set_num_threads(args.threads)

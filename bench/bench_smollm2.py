@@ -94,8 +94,8 @@ def train(quantization: int, batch: int, tokens: int, steps: int) -> dict:
 
 def qa(limit: int, batch_size: int) -> dict:
     from fedmedlora.evaluation.eval_model import ModelRequest, load_model_for_eval
-    from fedmedlora.evaluation.qa_datasets import load_qa_datasets
-    from fedmedlora.evaluation.qa_run import evaluate_qa_dataset, evaluate_qa_dataset_modes
+    from fedmedlora.data.qa_benchmarks import load_qa_datasets
+    from fedmedlora.qa.scoring import evaluate_qa_dataset, evaluate_qa_dataset_modes
 
     (dataset,) = load_qa_datasets(["pubmedqa"], limit)
     model, tokenizer = load_model_for_eval(ModelRequest(MODEL, None, 0, "cpu", "float32"))

@@ -23,6 +23,7 @@ from .local_cache import digest
 from .model.adapter import checkpoint_info, initial_adapter_state
 from .model.loading import load_config, model_family
 from .model.resident import Resident, resident_model
+from .qa.suite import QASuite
 from .settings import Settings
 from .tasks import build_task
 
@@ -60,6 +61,7 @@ class Job:
         self._tokenizer_digests: dict[tuple, str] = {}
         self.tokenized_origin = ""
         self._initial: dict[str, Any] | None = None
+        self._qa_suite: QASuite | None = None
 
     @property
     def labels(self) -> list[str]:
@@ -128,6 +130,15 @@ class Job:
         """Score the resident model (with whatever adapter it holds) per site and pooled."""
         site_ids = [s.site_id for s in self.sites] if site_ids is None else site_ids
         return scores_of(self.task, {site_id: self.site_counts(site_id, split) for site_id in site_ids})
+
+    def benchmark_scores(self) -> dict[str, dict[str, float]]:
+        """QA accuracy of the resident model (whatever adapter it holds) on `evaluate.qa-benchmarks`; {} if none."""
+        if not self.settings.qa_benchmarks:
+            return {}
+        if self._qa_suite is None:
+            self._qa_suite = QASuite.from_settings(self.settings)
+        resident = self.resident()
+        return self._qa_suite.score(resident.model, resident.tokenizer)
 
 
 _JOB: dict[Settings, Job] = {}

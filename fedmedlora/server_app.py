@@ -116,6 +116,8 @@ class RoundEnd:
                 metric_record = MetricRecord({k: float(v) for k, v in result["pooled"].items() if k in HEADLINE})
             if any(site.site_id == SERVER_SITE for site in self.job.sites):
                 fields["server-dataset-eval"] = self._server_side(state)
+            if self.job.task.family == "causal" and self.settings.qa_benchmarks:  # public data the server holds
+                fields.setdefault("server-eval", {})["benchmarks"] = self._benchmarks(state)
         every = self.settings.evaluate.checkpoint_every
         stop = self._plateau(server_round, fields)
         last = server_round == self.settings.num_server_rounds or stop is not None
@@ -133,6 +135,12 @@ class RoundEnd:
         if stop is not None:
             raise stop
         return metric_record
+
+    def _benchmarks(self, state: dict) -> dict[str, Any]:
+        """evaluate.qa-benchmarks: the global adapter's accuracy on fixed samples of public QA sets (FlowerTune's
+        leaderboard protocol, generate and loglik mode from one pass), scored by the server."""
+        load_adapter_state(self.job.resident().model, state)
+        return self.job.benchmark_scores()
 
     def _server_side(self, state: dict) -> dict[str, Any]:
         """The global adapter scored by the server on data it holds (data.server-datasets)."""
@@ -185,6 +193,8 @@ class RoundEnd:
         if "server-dataset-eval" in record:
             key = self.job.task.primary_metric
             parts.append(f"server data {key} {record['server-dataset-eval']['pooled'][key]:.4f}")
+        for name, scores in evaluation.get("benchmarks", {}).items():
+            parts.append(f"{name} accuracy {scores['generate-accuracy']:.4f} (loglik {scores['loglik-accuracy']:.4f})")
         if "train-aggregated" in record:
             parts.append(f"train-loss {record['train-aggregated'].get('train-loss', float('nan')):.4f}")
         comm = record.get("comm", {})

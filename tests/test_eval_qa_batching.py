@@ -11,11 +11,11 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from fedmedlora.evaluation.qa_datasets import load_qa_dataset
-from fedmedlora.evaluation.qa_inference import option_logprobs
+from fedmedlora.data.qa_benchmarks import load_qa_dataset
+from fedmedlora.qa.inference import option_logprobs
 from fedmedlora.model.generation import generate_batched, generate_one, left_pad
-from fedmedlora.evaluation.qa_prompts import PROTOCOLS
-from fedmedlora.evaluation.qa_run import evaluate_qa_dataset
+from fedmedlora.data.qa_prompts import PROTOCOLS
+from fedmedlora.qa.scoring import evaluate_qa_dataset
 from fedmedlora.model.loading import load_tokenizer, resolve_model_source
 
 MODEL = "builtin:tiny-llama-micro"

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from fedmedlora.evaluation import cli, eval_model, qa_run
+from fedmedlora.evaluation import cli, eval_model
+from fedmedlora.qa import scoring as qa_run
 
 ROOT = Path(__file__).resolve().parents[1]
 MICRO = "builtin:tiny-llama-micro"

@@ -8,8 +8,8 @@ from collections import Counter
 
 import pytest
 
-from fedmedlora.evaluation.errors import EvalInputError
-from fedmedlora.evaluation.qa_datasets import load_mc_jsonl, load_qa_dataset, load_qa_datasets
+from fedmedlora.data.files import DataFormatError
+from fedmedlora.data.qa_benchmarks import load_mc_jsonl, load_qa_dataset, load_qa_datasets
 from fedmedlora_data import data_path
 
 
@@ -139,7 +139,7 @@ def test_generic_jsonl_accepts_letter_maps_lists_letters_and_indices(tmp_path):
 def test_generic_jsonl_errors_name_file_and_line(tmp_path, bad_line, message):
     good = {"question": "Fine?", "options": ["a", "b"], "answer": 0}
     path = _write(tmp_path, [good, good, bad_line])
-    with pytest.raises(EvalInputError) as caught:
+    with pytest.raises(DataFormatError) as caught:
         load_mc_jsonl(path)
     assert f"{path}, line 3" in str(caught.value)
     assert message in str(caught.value)
@@ -147,17 +147,17 @@ def test_generic_jsonl_errors_name_file_and_line(tmp_path, bad_line, message):
 
 def test_generic_jsonl_rejects_repeated_ids_and_empty_files(tmp_path):
     row = {"question": "Q?", "options": ["a", "b"], "answer": 0, "id": "x"}
-    with pytest.raises(EvalInputError, match=r"line 2: id 'x' repeats the id on line 1"):
+    with pytest.raises(DataFormatError, match=r"line 2: id 'x' repeats the id on line 1"):
         load_mc_jsonl(_write(tmp_path, [row, row]))
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n\n")
-    with pytest.raises(EvalInputError, match="holds no questions"):
+    with pytest.raises(DataFormatError, match="holds no questions"):
         load_mc_jsonl(empty)
 
 
 def test_unknown_dataset_and_name_clash_are_reported(tmp_path):
-    with pytest.raises(EvalInputError, match="neither a bundled test set"):
+    with pytest.raises(DataFormatError, match="neither a bundled test set"):
         load_qa_datasets(["pubmedqa", "nosuchset"])
     clash = _write(tmp_path, [{"question": "Q?", "options": ["a", "b"], "answer": 0}], name="medqa.jsonl")
-    with pytest.raises(EvalInputError, match="both give the dataset name 'medqa'"):
+    with pytest.raises(DataFormatError, match="both give the dataset name 'medqa'"):
         load_qa_datasets(["medqa", str(clash)])

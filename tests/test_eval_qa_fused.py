@@ -12,9 +12,9 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from fedmedlora.evaluation import cli
-from fedmedlora.evaluation.qa_datasets import load_qa_dataset
-from fedmedlora.evaluation.qa_inference import one_pass_is_exact
-from fedmedlora.evaluation.qa_run import evaluate_qa_dataset, evaluate_qa_dataset_modes
+from fedmedlora.data.qa_benchmarks import load_qa_dataset
+from fedmedlora.qa.inference import one_pass_is_exact
+from fedmedlora.qa.scoring import evaluate_qa_dataset, evaluate_qa_dataset_modes
 from fedmedlora.model.loading import load_tokenizer, resolve_model_source
 
 from test_eval_qa_scoring import gold_by_prompt, scripted_model

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from fedmedlora.evaluation.answer_extraction import answer_letter, extract_answer
-from fedmedlora.evaluation.qa_datasets import QAItem, load_qa_dataset
-from fedmedlora.evaluation.qa_prompts import PROTOCOLS
+from fedmedlora.scoring.qa_answers import answer_letter, extract_answer
+from fedmedlora.data.qa_benchmarks import QAItem, load_qa_dataset
+from fedmedlora.data.qa_prompts import PROTOCOLS
 
 PUBMEDQA_INSTRUCTION = ("As an expert doctor in clinical science and medical knowledge, can you tell me if the "
                         "following statement is correct? Answer yes, no, or maybe.")

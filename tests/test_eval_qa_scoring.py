@@ -15,9 +15,9 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from fedmedlora.evaluation.qa_datasets import load_qa_dataset
-from fedmedlora.evaluation.qa_prompts import FLOWERTUNE_INSTRUCTIONS
-from fedmedlora.evaluation.qa_run import evaluate_qa_dataset
+from fedmedlora.data.qa_benchmarks import load_qa_dataset
+from fedmedlora.data.qa_prompts import FLOWERTUNE_INSTRUCTIONS
+from fedmedlora.qa.scoring import evaluate_qa_dataset
 from fedmedlora.model.loading import load_tokenizer
 from fedmedlora_data import data_path
 

@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from fedmedlora.data.prompts import instruction_prompt
-from fedmedlora.evaluation.qa_datasets import load_qa_dataset
-from fedmedlora.evaluation.qa_inference import continuation_token_ids
+from fedmedlora.data.qa_benchmarks import load_qa_dataset
+from fedmedlora.qa.inference import continuation_token_ids
 from fedmedlora.model.generation import generate_batched, generate_one
-from fedmedlora.evaluation.qa_prompts import ANSWER_LEAD_IN, PROTOCOLS
+from fedmedlora.data.qa_prompts import ANSWER_LEAD_IN, PROTOCOLS
 from fedmedlora.model.gguf import builtin_gguf_path
 from fedmedlora.job import get_job
 from fedmedlora.model.loading import load_tokenizer

@@ -1,21 +1,33 @@
-"""Instruction-tuning rows (`prompt`, `completion`): bundled MedQuAD, users' JSONL files and Hugging Face datasets."""
+"""Instruction-tuning rows (`prompt`, `completion`): bundled MedQuAD and PubMedQA questions, users' JSONL files and
+Hugging Face datasets.
+
+A bundled dataset's rows are written in one prompt format: Alpaca's (`medquad`, data/prompts.py, as FlowerTune's
+medical baseline formats instruction data) or the question/answer wrapper FlowerTune's medical eval prompts with
+(`medquad_flowertune`, `pubmedqa_pool`, data/qa_prompts.py). A model meant to be scored by that eval must be trained
+in its format: the FlowerTune seed trained in Alpaca's and was scored in the wrapper. `pubmedqa_pool` rows are
+PubMedQA's 500 labelled questions outside its test split, each prompted exactly as eval prompts a test question and
+answered with the gold word (yes, no or maybe).
+"""
 
 from __future__ import annotations
 
 import gzip
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from fedmedlora_data import data_path
 
 from .files import DataFormatError, missing_file, read_jsonl, source_name, user_path
 from .prompts import instruction_prompt
+from .qa_benchmarks import load_pubmedqa_pool
+from .qa_prompts import PROTOCOLS, wrap
 
-BUNDLED_INSTRUCT = {"medquad"}
+# Bundled instruction datasets and the prompt format of their rows ("alpaca" or FlowerTune's QA "wrapper").
+BUNDLED_INSTRUCT = {"medquad": "alpaca", "medquad_flowertune": "wrapper", "pubmedqa_pool": "wrapper"}
 
 
-def _medquad_rows() -> list[dict[str, Any]]:
+def _medquad_rows(prompt: Callable[[str], str]) -> list[dict[str, Any]]:
     rows = []
     with gzip.open(data_path("instruct", "medquad", "medquad.jsonl.gz"), "rt", encoding="utf-8") as fh:
         for line in fh:
@@ -24,10 +36,25 @@ def _medquad_rows() -> list[dict[str, Any]]:
                 "uid": f"medquad/{r['id']}",
                 "source": r["source"],
                 "qtype": r["qtype"],
-                "prompt": instruction_prompt(r["question"]),
+                "prompt": prompt(r["question"]),
                 "completion": r["answer"],
             })
     return rows
+
+
+def _pubmedqa_pool_rows() -> list[dict[str, Any]]:
+    """Eval's own prompt for each pool question, its gold word as the completion; `answer` for dirichlet sites."""
+    protocol = PROTOCOLS["pubmedqa"]
+    return [{"uid": f"pubmedqa_pool/{item.id}", "source": "pubmedqa", "answer": item.options[item.gold],
+             "prompt": protocol.prompt(item), "completion": protocol.answer_text(item, item.gold)}
+            for item in load_pubmedqa_pool().items]
+
+
+BUNDLED_ROWS: dict[str, Callable[[], list[dict[str, Any]]]] = {
+    "medquad": lambda: _medquad_rows(instruction_prompt),
+    "medquad_flowertune": lambda: _medquad_rows(lambda question: wrap(f"{question.strip()}\n")),
+    "pubmedqa_pool": _pubmedqa_pool_rows,
+}
 
 
 def _instruct_record(record: dict[str, Any], where: str) -> tuple[str, str]:
@@ -76,8 +103,8 @@ def _hub_instruct_rows(name: str) -> list[dict[str, Any]]:
 def instruct_rows(datasets: list[str]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for name in datasets:
-        if name in BUNDLED_INSTRUCT:
-            rows.extend(_medquad_rows())
+        if name in BUNDLED_ROWS:
+            rows.extend(BUNDLED_ROWS[name]())
             continue
         path = user_path(name)
         if path is not None:

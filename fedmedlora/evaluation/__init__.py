@@ -1,11 +1,12 @@
-"""Scoring checkpoints after training: medical QA benchmarks the way FlowerTune's medical leaderboard scores them.
+"""Scoring checkpoints after training: medical QA benchmarks the way FlowerTune's medical leaderboard scores them,
+and NER/RE F1.
 
-    qa_datasets.py      the bundled test sets (PubMedQA, MedMCQA, MedQA) and generic multiple-choice JSONL files
-    qa_prompts.py       FlowerTune's instructions, question layout and prompt wrapper
-    answer_extraction.py  FlowerTune's rule for turning a generation into an answer
-    qa_inference.py     batched generation, the one-prompt-at-a-time reference loop, and option log-likelihood
-    qa_run.py           one dataset end to end: prompts -> predictions -> counts, written as it goes
-    qa_outputs.py       the files a run leaves (accuracy file, generations JSONL, summary JSON)
-    eval_model.py       loading the base model (optionally quantized) and a PEFT adapter for scoring
     cli.py              `fedmedlora-eval` / `eval/eval.py`
+    eval_model.py       loading the base model (optionally quantized) and a PEFT adapter for scoring
+    qa_outputs.py       the files a QA run leaves (accuracy file, generations JSONL, summary JSON)
+    ie_eval.py          NER/RE checkpoints of either family on bundled or user data
+    machine_info.py     the machine a score was measured on
+
+The QA benchmarks, FlowerTune's prompts and answer rule, and the scorer are one layer down, shared with training
+and the per-round evaluation: ../data/qa_benchmarks.py, ../data/qa_prompts.py, ../scoring/qa_answers.py, ../qa/.
 """

@@ -17,8 +17,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable, Sequence
 
+from ..data.files import DataFormatError
+from ..data.qa_benchmarks import SAMPLE_SEED as DEFAULT_SEED  # --limit's sample
 from .errors import EvalInputError
-from .qa_datasets import SAMPLE_SEED as DEFAULT_SEED  # --limit's sample
 
 TASKS = ("qa", "ner", "re")
 DEFAULT_DATASETS = {"qa": "pubmedqa,medmcqa,medqa,careqa", "ner": "ncbi_disease,bc5cdr", "re": "chemprot"}
@@ -82,7 +83,7 @@ def main(argv: Sequence[str] | None = None, results_root: str | Path = Path("eva
         args.datasets = DEFAULT_DATASETS[args.task]
     try:
         return TASK_RUNNERS.get(args.task, task_not_available)(args)
-    except EvalInputError as err:
+    except (EvalInputError, DataFormatError) as err:  # the user's input (flags, files), not a crash
         print(f"fedmedlora-eval: error: {err}", file=sys.stderr)
         return 2
 
@@ -94,9 +95,9 @@ def run_qa(args: argparse.Namespace) -> int:
 
     from .eval_model import ModelRequest, check_model_request, load_model_for_eval, resolve_device, resolve_dtype
     from .machine_info import machine_info
-    from .qa_datasets import load_qa_datasets
+    from ..data.qa_benchmarks import load_qa_datasets
     from .qa_outputs import QAOutputs
-    from .qa_run import COMBINED_MODES, evaluate_qa_dataset_modes
+    from ..qa.scoring import COMBINED_MODES, QAScoringError, evaluate_qa_dataset_modes
 
     _check_common_flags(args)
     # Cheap checks first: every dataset file and every model flag, before any weights load.
@@ -148,6 +149,8 @@ def run_qa(args: argparse.Namespace) -> int:
             for mode in modes:
                 outputs[mode].update_summary({**runs[mode], "status": f"failed on {dataset.name}: "
                                                                       f"{type(err).__name__}: {err}"})
+            if isinstance(err, QAScoringError):
+                raise EvalInputError(str(err)) from None
             raise
         for mode in modes:
             result = results[mode]

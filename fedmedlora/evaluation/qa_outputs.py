@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Any, TextIO
 
-from .qa_datasets import LEADERBOARD
+from ..data.qa_benchmarks import LEADERBOARD
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -45,7 +45,8 @@ def round_scores(job: Job, server_round: int, result: dict[str, Any]) -> RoundSc
     """`job.evaluate`'s output (sites keyed by index) as RoundScores keyed by site name."""
     names = [site.name for site in job.sites]
     return RoundScores(server_round, dict(result["pooled"]),
-                       {names[int(k)]: dict(v) for k, v in result["sites"].items()})
+                       {names[int(k)]: dict(v) for k, v in result["sites"].items()},
+                       dict(result.get("benchmarks", {})))
 
 
 class Baselines:
@@ -69,6 +70,8 @@ class Baselines:
     def _evaluate(self) -> tuple[dict[str, Any], float]:
         start = time.perf_counter()
         result = self.job.evaluate(self.split)
+        if benchmarks := self.job.benchmark_scores():  # evaluate.qa-benchmarks, as the server scores them
+            result["benchmarks"] = benchmarks
         return result, time.perf_counter() - start
 
     def round_zero(self) -> tuple[dict[str, Any], float]:

@@ -126,6 +126,10 @@ def _local_work(settings: Settings) -> str:
     return f"{settings.train.local_epochs:g} epochs (batches of {batch} examples)"
 
 
+def _cap(limit: int) -> str:
+    return f"at most {limit}" if limit else "all"
+
+
 def header(plan: Plan, job: Any, site_stats: list[dict[str, Any]]) -> str:
     """table.md's preamble: what was run, how, on what, with which budget, on which machine."""
     from ..recorder import _versions
@@ -152,6 +156,15 @@ def header(plan: Plan, job: Any, site_stats: list[dict[str, Any]]) -> str:
         f"(single-site: the same on its own site; centralized: {_local_work(centralized_settings(s))} on the pool); "
         f"learning rate {lr}; federated: {s.clients_per_round} of {s.data.num_sites} sites per round"
         + (f"; strategies {', '.join(plan.strategies)}" if "federated" in plan.which else "") + ".",
+        f"- Sizes: {s.data.max_length} tokens per example (longer ones cut), "
+        f"{_cap(s.data.max_train_examples)} training and {_cap(s.data.max_eval_examples)} evaluation examples per "
+        f"site; base weights {s.model.dtype}" + (f", {s.model.quantization}-bit" if s.model.quantization else "")
+        + ".",
+        *(["- QA benchmarks after every round (`evaluate.qa-benchmarks`): "
+           + ", ".join(f"{name} {size or 'all'}" for name, size in s.qa_benchmarks)
+           + " questions, fixed samples (`eval.py --limit`'s, seed 2024), FlowerTune's prompt; `acc` = generate "
+           "accuracy (FlowerTune's protocol, unparseable answers wrong), `loglik acc` = most probable option; "
+           "`accuracy_per_round.png`."] if s.qa_benchmarks else []),
         f"- Scores: the final round's model on each site's `{s.evaluate.split}` split and on the pooled split, by the "
         f"task's `score()`; primary metric `{primary}`. Every round of every model: `results.csv`, "
         "`f1_per_round.png`." + (f" Table columns: `{primary}` and `{primary.replace('strict', 'lenient')}`; the "

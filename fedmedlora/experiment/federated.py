@@ -63,7 +63,8 @@ def read_federated_run(run_dir: Path, strategy: str, site_names: list[str], *, e
             if evaluation is not None:
                 result.rounds.append(RoundScores(
                     int(record["round"]), dict(evaluation["pooled"]),
-                    {site_names[int(k)]: dict(v) for k, v in evaluation["sites"].items()}))
+                    {site_names[int(k)]: dict(v) for k, v in evaluation["sites"].items()},
+                    dict(evaluation.get("benchmarks", {}))))
     if exit_code != 0:
         result.status = f"failed: fedmedlora run exited with code {exit_code}; see runs/{run_dir.name}.log"
     elif not result.rounds:

@@ -1,4 +1,5 @@
-"""What an experiment writes: `table.md`, `results.csv` and `f1_per_round.png` from the models scored so far.
+"""What an experiment writes: `table.md`, `results.csv` and `f1_per_round.png` from the models scored so far, and
+`accuracy_per_round.png` when the run scores QA benchmarks (`evaluate.qa-benchmarks`).
 
 Every model (zero-shot, one single-site model per site, centralized, one federated model per strategy) is a
 `ModelResult`: its scores after each round on each site's evaluation split and on the pooled split. `write_report`
@@ -21,6 +22,8 @@ POOLED = "pooled"
 # Strict and lenient F1: the scores the study compares (every other score goes to results.csv).
 TABLE_METRICS = ("strict-f1", "lenient-f1")
 CSV_COLUMNS = ("setting", "model", "eval_site", "metric", "value", "round")
+# Per QA benchmark in the table: FlowerTune's generate accuracy, the loglik accuracy, unparseable generations.
+BENCHMARK_METRICS = (("generate-accuracy", "acc"), ("loglik-accuracy", "loglik acc"), ("unparseable", "unparseable"))
 
 
 @dataclass
@@ -30,6 +33,7 @@ class RoundScores:
     round: int
     pooled: dict[str, float]
     sites: dict[str, dict[str, float]]  # keyed by site name, in site order
+    benchmarks: dict[str, dict[str, float]] = field(default_factory=dict)  # QA benchmark -> accuracies (+ "mean")
 
 
 @dataclass
@@ -62,10 +66,17 @@ def _available_metrics(results: Sequence[ModelResult]) -> list[str]:
     return []
 
 
-def _fmt(value: Any) -> str:
+def _benchmark_names(results: Sequence[ModelResult]) -> list[str]:
+    for result in results:
+        if result.final is not None and result.final.benchmarks:
+            return list(result.final.benchmarks)
+    return []
+
+
+def _fmt(value: Any, metric: str = "") -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
-    return f"{value:.4f}"
+    return f"{value:.0f}" if metric == "unparseable" else f"{value:.4f}"
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -75,10 +86,14 @@ def _atomic_write_text(path: Path, text: str) -> None:
 
 
 def markdown_table(results: Sequence[ModelResult], site_names: Sequence[str], primary: str) -> str:
-    """One row per model (final round), columns: each table metric on each site and pooled; rounds; wall time."""
+    """One row per model (final round), columns: each table metric on each site and pooled, each QA benchmark's
+    accuracies; rounds; wall time."""
     metrics = table_metrics(primary, _available_metrics(results))
     targets = [*site_names, POOLED]
-    head = ["setting", "model", *(f"{t} {m}" for t in targets for m in metrics), "rounds", "wall s"]
+    benchmarks = [(b, m, label) for b in _benchmark_names(results) for m, label in BENCHMARK_METRICS
+                  if b != "mean" or m != "unparseable"]
+    head = ["setting", "model", *(f"{t} {m}" for t in targets for m in metrics),
+            *(f"{b} {label}" for b, _, label in benchmarks), "rounds", "wall s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * (len(head) - 2)) + "|"]
     for r in results:
         final = r.final
@@ -86,6 +101,8 @@ def markdown_table(results: Sequence[ModelResult], site_names: Sequence[str], pr
         for target in targets:
             scores = {} if final is None else (final.pooled if target == POOLED else final.sites.get(target, {}))
             cells.extend(_fmt(scores.get(m)) for m in metrics)
+        for benchmark, metric, _ in benchmarks:
+            cells.append(_fmt(None if final is None else final.benchmarks.get(benchmark, {}).get(metric), metric))
         cells.append(str(final.round) if final is not None else "-")
         cells.append(f"{r.wall_seconds:.0f}")
         lines.append("| " + " | ".join(cells) + " |")
@@ -93,11 +110,12 @@ def markdown_table(results: Sequence[ModelResult], site_names: Sequence[str], pr
 
 
 def csv_rows(results: Sequence[ModelResult]) -> list[tuple[Any, ...]]:
-    """Long format: every numeric score of every model, round and evaluation site (sites, then pooled)."""
+    """Long format: every numeric score of every model, round and evaluation site (sites, then pooled, then QA
+    benchmarks by name)."""
     rows = []
     for r in results:
         for scores in r.rounds:
-            for target, metrics in [*scores.sites.items(), (POOLED, scores.pooled)]:
+            for target, metrics in [*scores.sites.items(), (POOLED, scores.pooled), *scores.benchmarks.items()]:
                 for metric, value in metrics.items():
                     if isinstance(value, (int, float)) and not isinstance(value, bool):
                         rows.append((r.setting, r.model, target, metric, repr(float(value)), scores.round))
@@ -151,10 +169,49 @@ def write_plot(path: Path, results: Sequence[ModelResult], primary: str, title: 
     os.replace(tmp, path)
 
 
+def write_accuracy_plot(path: Path, results: Sequence[ModelResult], title: str, rounds: int) -> None:
+    """QA accuracy per round, generate (FlowerTune's) and loglik side by side, one line per model: the mean over the
+    benchmarks when there are several."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = _benchmark_names(results)
+    shown = "mean" if "mean" in names else names[0]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), dpi=120, sharey=True)
+    for ax, (metric, label) in zip(axes, BENCHMARK_METRICS[:2]):
+        for r in results:
+            points = [(s.round, s.benchmarks[shown][metric]) for s in r.rounds if metric in s.benchmarks.get(shown, {})]
+            if not points:
+                continue
+            if r.setting == "zero-shot":
+                ax.hlines(points[-1][1], 0, max(rounds, 1), colors="grey", linestyles="--", label="zero-shot")
+                continue
+            xs, ys = zip(*points)
+            ax.plot(xs, ys, marker="o", label=_line_label(r) + ("" if r.status == "completed" else " (failed)"))
+        ax.set_xlabel("round")
+        ax.set_title(f"{shown} {label} ({metric.split('-')[0]})", fontsize=10)
+        ax.set_xticks(range(0, max(rounds, 1) + 1))
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("accuracy")
+    if axes[0].get_legend_handles_labels()[0]:
+        axes[0].legend(fontsize=7, loc="best")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    tmp = path.with_name(path.name + ".tmp")
+    fig.savefig(tmp, format="png")
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
 def write_report(out_dir: Path, results: Sequence[ModelResult], *, site_names: Sequence[str], primary: str,
                  header: str, title: str, rounds: int) -> None:
-    """Rewrite table.md (header + table), results.csv and f1_per_round.png from every model scored so far."""
+    """Rewrite table.md (header + table), results.csv and f1_per_round.png (and accuracy_per_round.png with QA
+    benchmarks) from every model scored so far."""
     out_dir = Path(out_dir)
     _atomic_write_text(out_dir / "table.md", header.rstrip() + "\n\n" + markdown_table(results, site_names, primary))
     write_csv(out_dir / "results.csv", results)
     write_plot(out_dir / "f1_per_round.png", results, primary, title, rounds)
+    if _benchmark_names(results):
+        write_accuracy_plot(out_dir / "accuracy_per_round.png", results, title, rounds)

@@ -50,6 +50,8 @@ def training_arguments(settings: Settings, *, family: str, learning_rate: float,
         gradient_checkpointing=settings.model.gradient_checkpointing,
         dataloader_num_workers=0,
         dataloader_pin_memory=_cuda_available(),
+        # bf16 on a CPU (autocast; fast where the CPU has AVX512-BF16): Transformers refuses it unless told
+        use_cpu=settings.model.dtype == "bfloat16" and not _cuda_available(),
     )
     if settings.train.local_steps > 0:
         common["max_steps"] = settings.train.local_steps

@@ -54,6 +54,29 @@ def folder_name(v: Any) -> str | None:
     """One folder name, so a run cannot write outside its parent folder ('../x' or '/tmp/x' would)."""
     if v in (".", "..") or any(sep in v for sep in ("/", "\\")):
         return "must be a single folder name (no '/', '\\', '.' or '..'): runs are written inside run.results-dir"
+
+
+def benchmark_sizes(text: str) -> list[tuple[str, int]]:
+    """`evaluate.qa-benchmarks` as (name, size) pairs: "pubmedqa:100,medqa" -> [("pubmedqa", 100), ("medqa", 0)]
+    (size 0: the whole set). Raises ValueError naming the bad entry."""
+    entries = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        name, colon, size = part.rpartition(":")
+        if not colon:
+            name, size = part, "0"
+        if not name.strip() or not size.strip().isdigit():
+            raise ValueError(f"{part!r} is not <name> or <name>:<size> with a whole number of questions")
+        entries.append((name.strip(), int(size)))
+    return entries
+
+
+def benchmark_list(v: Any) -> str | None:
+    try:
+        benchmark_sizes(v)
+    except ValueError as err:
+        return str(err)
     return None
 
 
@@ -88,7 +111,7 @@ class DataSettings:
         choices=('ner', 're', 'instruct'))
     datasets: str = key('ncbi_disease,bc5cdr',
         'comma-separated datasets: bundled names (ner: ncbi_disease, bc5cdr; re: bc5cdr_cid, chemprot; '
-        'instruct: medquad), local files (CoNLL .tsv/.conll[.gz] for ner; PubTator .txt/.pubtator[.gz] '
+        'instruct: medquad, medquad_flowertune, pubmedqa_pool), local files (CoNLL .tsv/.conll[.gz] for ner; PubTator .txt/.pubtator[.gz] '
         'or ChemProt-style JSONL with << >> and [[ ]] markers for re; JSONL with prompt/completion, '
         'instruction/input/output or question/answer for instruct), or, for instruct, a Hugging Face '
         'dataset id')
@@ -295,6 +318,11 @@ class EvaluateSettings:
     plateau_delta: float = key(0.003,
         'evaluate.plateau-rounds: the smallest rise (0.003 = 0.3 F1 points) that counts as improving',
         check=non_negative)
+    qa_benchmarks: str = key('',
+        'instruct: QA benchmarks the server scores after every round, FlowerTune\'s way, in generate and loglik '
+        'mode from one forward pass: comma-separated <name>:<size>, e.g. "pubmedqa:100,medqa:60", each a fixed '
+        'sample (the questions of eval.py --limit <size>, seed 2024; no size: the whole set); names: pubmedqa, '
+        'medmcqa, medqa, careqa or a multiple-choice JSONL file; empty: none', check=benchmark_list)
     checkpoint_every: int = key(1,
         'save peft_<round>/ every N rounds, peft_0 (the initial adapter) included; the last round always',
         check=non_negative)
@@ -373,6 +401,10 @@ class Settings:
     def site_ranks(self) -> list[int]:
         """lora.site-ranks as integers (empty: every site trains at lora.r)."""
         return [int(r) for r in self.lora.site_ranks.split(",") if r.strip()]
+
+    @property
+    def qa_benchmarks(self) -> list[tuple[str, int]]:
+        return benchmark_sizes(self.evaluate.qa_benchmarks)
 
     @property
     def clients_per_round(self) -> int:

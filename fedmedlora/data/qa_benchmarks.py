@@ -9,6 +9,8 @@ FlowerTune's medical eval loads from the Hub, in the same order (see each folder
     medqa     USMLE English 4-option test split (1273)
     careqa    CareQA English closed-ended test split (5621), gold letter as given; `category` (6 subjects)
 
+`load_pubmedqa_pool` gives PubMedQA's 500 labelled questions outside its test split, for training.
+
 `--limit N` scores a seeded sample of N items, stratified by gold answer and, where the data has one, by category
 (`QADataset.sample`): the same seed gives the same questions, and the sample keeps the full set's answer shares.
 """
@@ -27,7 +29,7 @@ from typing import Any, Callable
 
 from fedmedlora_data import data_path
 
-from .errors import EvalInputError
+from .files import DataFormatError
 
 PUBMEDQA_OPTIONS = {"A": "yes", "B": "no", "C": "maybe"}
 SAMPLE_SEED = 2024  # --limit's default seed (FlowerTune's eval seeds torch with the same number)
@@ -111,24 +113,36 @@ def stratified_sample(items: list[QAItem], size: int, seed: int) -> list[QAItem]
     return [items[i] for i in sorted(chosen)]
 
 
+def _pubmedqa_item(pmid: str, record: dict[str, Any], decision: str, where: Path) -> QAItem:
+    letter_of = {text: letter for letter, text in PUBMEDQA_OPTIONS.items()}
+    if decision not in letter_of:
+        raise DataFormatError(f"{where}: PMID {pmid} has label {decision!r}, not one of yes, no, maybe")
+    return QAItem(id=pmid, question=record["QUESTION"], options=dict(PUBMEDQA_OPTIONS), gold=letter_of[decision],
+                  context="\n".join(record["CONTEXTS"]))
+
+
 def load_pubmedqa() -> QADataset:
     records = _read_json(data_path("qa", "pubmedqa", "ori_pqal.json.gz"))
     truth_path = data_path("qa", "pubmedqa", "test_ground_truth.json")
     truth = _read_json(truth_path)
-    letter_of = {text: letter for letter, text in PUBMEDQA_OPTIONS.items()}
     items = []
     for pmid, decision in truth.items():  # the official test split, in its file order
-        record = records.get(pmid)
-        if record is None or decision not in letter_of:
-            raise EvalInputError(f"{truth_path}: PMID {pmid} has label {decision!r} or no record in ori_pqal.json.gz")
-        items.append(QAItem(
-            id=pmid,
-            question=record["QUESTION"],
-            options=dict(PUBMEDQA_OPTIONS),
-            gold=letter_of[decision],
-            context="\n".join(record["CONTEXTS"]),
-        ))
+        if pmid not in records:
+            raise DataFormatError(f"{truth_path}: PMID {pmid} has no record in ori_pqal.json.gz")
+        items.append(_pubmedqa_item(pmid, records[pmid], decision, truth_path))
     return QADataset("pubmedqa", "pubmedqa", items, str(truth_path))
+
+
+def load_pubmedqa_pool() -> QADataset:
+    """PubMedQA's other 500 expert-labelled questions (upstream's train/dev pool): every PMID of ori_pqal.json.gz
+    that is not in the test split, in file order, gold from its `final_decision`. Training data that cannot leak
+    into the `pubmedqa` benchmark."""
+    records_path = data_path("qa", "pubmedqa", "ori_pqal.json.gz")
+    records = _read_json(records_path)
+    test = _read_json(data_path("qa", "pubmedqa", "test_ground_truth.json"))
+    items = [_pubmedqa_item(pmid, record, record["final_decision"], records_path)
+             for pmid, record in records.items() if pmid not in test]
+    return QADataset("pubmedqa_pool", "pubmedqa", items, str(records_path))
 
 
 def load_medmcqa() -> QADataset:
@@ -170,7 +184,7 @@ def load_careqa() -> QADataset:
     for unique_id, row in _read_json(path).items():
         options = row["options"]
         if list(options) != ["A", "B", "C", "D"] or row["correct_answer"] not in options:
-            raise EvalInputError(f"{path}: question {unique_id} has options {list(options)} and answer "
+            raise DataFormatError(f"{path}: question {unique_id} has options {list(options)} and answer "
                                  f"{row['correct_answer']!r}")
         items.append(QAItem(id=unique_id, question=row["question"], options=dict(options),
                             gold=row["correct_answer"], category=row.get("category") or None))
@@ -197,7 +211,7 @@ def load_mc_jsonl(path: str | os.PathLike[str]) -> QADataset:
     """
     path = Path(path)
     if not path.is_file():
-        raise EvalInputError(f"dataset file {path} does not exist")
+        raise DataFormatError(f"dataset file {path} does not exist")
     opener = gzip.open if path.name.endswith(".gz") else open
     items: list[QAItem] = []
     seen_ids: dict[str, int] = {}
@@ -209,14 +223,14 @@ def load_mc_jsonl(path: str | os.PathLike[str]) -> QADataset:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
-                raise EvalInputError(f"{where}: not valid JSON ({err.msg} at column {err.colno})") from None
+                raise DataFormatError(f"{where}: not valid JSON ({err.msg} at column {err.colno})") from None
             item = _item_from_row(row, where, default_id=f"{lineno}")
             if item.id in seen_ids:
-                raise EvalInputError(f"{where}: id {item.id!r} repeats the id on line {seen_ids[item.id]}")
+                raise DataFormatError(f"{where}: id {item.id!r} repeats the id on line {seen_ids[item.id]}")
             seen_ids[item.id] = lineno
             items.append(item)
     if not items:
-        raise EvalInputError(f"dataset file {path} holds no questions")
+        raise DataFormatError(f"dataset file {path} holds no questions")
     name = path.name
     for suffix in (".gz", ".jsonl", ".json"):
         name = name.removesuffix(suffix)
@@ -225,18 +239,18 @@ def load_mc_jsonl(path: str | os.PathLike[str]) -> QADataset:
 
 def _item_from_row(row: Any, where: str, default_id: str) -> QAItem:
     if not isinstance(row, dict):
-        raise EvalInputError(f"{where}: expected a JSON object, got {type(row).__name__}")
+        raise DataFormatError(f"{where}: expected a JSON object, got {type(row).__name__}")
     for key in ("question", "options", "answer"):
         if key not in row:
-            raise EvalInputError(f"{where}: missing key '{key}'")
+            raise DataFormatError(f"{where}: missing key '{key}'")
     question = row["question"]
     if not isinstance(question, str) or not question.strip():
-        raise EvalInputError(f"{where}: key 'question' must be a non-empty string")
+        raise DataFormatError(f"{where}: key 'question' must be a non-empty string")
     options = _options_from(row["options"], where)
     gold = _gold_from(row["answer"], options, where)
     raw_id = row.get("id", default_id)
     if isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)):
-        raise EvalInputError(f"{where}: key 'id' must be a string or an integer, got {raw_id!r}")
+        raise DataFormatError(f"{where}: key 'id' must be a string or an integer, got {raw_id!r}")
     return QAItem(id=str(raw_id), question=question, options=options, gold=gold)
 
 
@@ -250,29 +264,29 @@ def _options_from(raw: Any, where: str) -> dict[str, str]:
         expected = list(string.ascii_uppercase[: len(raw)])
         if letters != expected:
             # Prompts list options as A., B., ... by position, so the keys must be exactly that sequence.
-            raise EvalInputError(f"{where}: key 'options' must have the keys {expected} in that order, got {letters}")
+            raise DataFormatError(f"{where}: key 'options' must have the keys {expected} in that order, got {letters}")
     else:
-        raise EvalInputError(f"{where}: key 'options' must be an object (letter -> text) or a list of strings")
+        raise DataFormatError(f"{where}: key 'options' must be an object (letter -> text) or a list of strings")
     if not 2 <= len(texts) <= 26:
-        raise EvalInputError(f"{where}: key 'options' must hold 2 to 26 options, got {len(texts)}")
+        raise DataFormatError(f"{where}: key 'options' must hold 2 to 26 options, got {len(texts)}")
     for letter, text in zip(letters, texts):
         if not isinstance(text, str) or not text.strip():
-            raise EvalInputError(f"{where}: option {letter} must be a non-empty string, got {text!r}")
+            raise DataFormatError(f"{where}: option {letter} must be a non-empty string, got {text!r}")
     return dict(zip(letters, texts))
 
 
 def _gold_from(raw: Any, options: dict[str, str], where: str) -> str:
     letters = list(options)
     if isinstance(raw, bool):
-        raise EvalInputError(f"{where}: key 'answer' must be an option letter or a 0-based index, got {raw!r}")
+        raise DataFormatError(f"{where}: key 'answer' must be an option letter or a 0-based index, got {raw!r}")
     if isinstance(raw, int):
         if not 0 <= raw < len(letters):
-            raise EvalInputError(f"{where}: key 'answer' = {raw} is out of range for {len(letters)} options "
+            raise DataFormatError(f"{where}: key 'answer' = {raw} is out of range for {len(letters)} options "
                                  f"(0-based index)")
         return letters[raw]
     if isinstance(raw, str) and raw.strip().upper() in options:
         return raw.strip().upper()
-    raise EvalInputError(f"{where}: key 'answer' = {raw!r} is not one of the option letters {letters} "
+    raise DataFormatError(f"{where}: key 'answer' = {raw!r} is not one of the option letters {letters} "
                          "or a 0-based index")
 
 
@@ -283,25 +297,26 @@ def load_qa_dataset(spec: str) -> QADataset:
     expanded = os.path.expanduser(spec)
     if os.path.isfile(expanded):
         return load_mc_jsonl(expanded)
-    raise EvalInputError(
+    raise DataFormatError(
         f"dataset {spec!r} is neither a bundled test set ({', '.join(BUNDLED)}) nor an existing JSONL file "
         f"(looked for {os.path.abspath(expanded)})"
     )
 
 
 def load_qa_datasets(specs: list[str], limit: int | None = None, seed: int = SAMPLE_SEED) -> list[QADataset]:
-    """All datasets of a --datasets list, read and checked up front so a bad one fails before any model loads;
-    with `limit`, a stratified sample of that many items of each, drawn with `seed` (see `stratified_sample`)."""
+    """All datasets of a list of names or files (eval's --datasets), read and checked up front so a bad one fails
+    before any model loads; with `limit`, a stratified sample of that many items of each, drawn with `seed` (see
+    `stratified_sample`)."""
     if not specs:
-        raise EvalInputError("--datasets is empty: name at least one of "
-                             f"{', '.join(BUNDLED)} or a JSONL file")
+        raise DataFormatError("no QA dataset named: name at least one of "
+                              f"{', '.join(BUNDLED)} or a JSONL file")
     datasets: list[QADataset] = []
     names: dict[str, str] = {}
     for spec in specs:
         dataset = load_qa_dataset(spec).sample(limit, seed)
         if dataset.name in names:
-            raise EvalInputError(f"--datasets: {spec!r} and {names[dataset.name]!r} both give the dataset name "
-                                 f"{dataset.name!r}, so their result files would overwrite each other")
+            raise DataFormatError(f"QA datasets {spec!r} and {names[dataset.name]!r} both give the dataset name "
+                                  f"{dataset.name!r}, so their results would overwrite each other")
         names[dataset.name] = spec
         datasets.append(dataset)
     return datasets

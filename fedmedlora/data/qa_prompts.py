@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .qa_datasets import QAItem
+from .qa_benchmarks import QAItem
 
 # Verbatim from FlowerTune (MedQA's says "A to E" although the test set has 4 options: kept for comparability).
 FLOWERTUNE_INSTRUCTIONS = {
@@ -70,8 +70,7 @@ class QAProtocol:
 
     def prompt(self, item: QAItem) -> str:
         """The exact text the model is given for `item`."""
-        body = f"{self.instruction(item)}\n{self.question_block(item)}\nThe answer is:\n"
-        return PROMPT_WRAPPER.format(body=body)
+        return wrap(f"{self.instruction(item)}\n{self.question_block(item)}\nThe answer is:\n")
 
     def answer_text(self, item: QAItem, letter: str) -> str:
         """What a correct model writes for option `letter`: the word for PubMedQA, the letter otherwise."""
@@ -85,6 +84,12 @@ PROTOCOLS = {
     "careqa": QAProtocol("careqa", "mcq"),
     "generic": QAProtocol("generic", "mcq"),
 }
+
+
+def wrap(body: str) -> str:
+    """FlowerTune's question/answer wrapper around a prompt body: the one place it is written, for the benchmarks'
+    prompts and for training rows that must look like them (data/instruct.py)."""
+    return PROMPT_WRAPPER.format(body=body)
 
 
 def format_multiple_choice(question: str, options: list[str]) -> str:

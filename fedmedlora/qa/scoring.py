@@ -22,18 +22,21 @@ from typing import Any, Callable, Mapping, Sequence
 
 from tqdm.auto import tqdm
 
-from .answer_extraction import answer_letter, extract_answer
-from .errors import EvalInputError
-from .qa_datasets import QADataset, QAItem
+from ..data.qa_benchmarks import QADataset, QAItem
+from ..data.qa_prompts import ANSWER_LEAD_IN, PROTOCOLS, QAProtocol
 from ..model.generation import generate_batched, generate_one
-from .qa_inference import (continuation_token_ids, generation_budgets, greedy_token_and_option_logprobs,
-                           one_pass_is_exact, option_logprobs)
-from .qa_prompts import ANSWER_LEAD_IN, PROTOCOLS, QAProtocol
+from ..scoring.qa_answers import answer_letter, extract_answer
+from .inference import (continuation_token_ids, generation_budgets, greedy_token_and_option_logprobs,
+                        one_pass_is_exact, option_logprobs)
 
 MODES = ("generate", "generate-loop", "loglik")
 COMBINED_MODES = {"generate+loglik": ("generate", "loglik")}
 
 RecordSink = Callable[[list[dict[str, Any]]], None]
+
+
+class QAScoringError(ValueError):
+    """A dataset that cannot be scored as asked (loglik with answers sharing their first token); says what to do."""
 
 
 @dataclass
@@ -221,7 +224,7 @@ class _Scorer:
                     cache[text] = continuation_token_ids(self.tokenizer, ANSWER_LEAD_IN, text)[0]
                 tokens.append(cache[text])
             if len(set(tokens)) < len(tokens):
-                raise EvalInputError(
+                raise QAScoringError(
                     f"dataset {self.dataset.name}, item {item.id}: answers {list(texts.values())} start with the "
                     "same token for this tokenizer, so --mode loglik cannot tell them apart; use --mode generate"
                 )
