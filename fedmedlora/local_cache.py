@@ -20,11 +20,17 @@ from pathlib import Path
 from typing import Any
 
 
-def cache_root(override: str | None = None) -> Path:
-    """`override` (a node config's cache-dir), else the machine's cache (model/cache.py)."""
-    from .model.cache import cache_root as machine_cache
+def machine_cache_root() -> Path:
+    """This machine's cache: where models built or converted offline live, and sites' caches by default
+    (`FEDMEDLORA_CACHE`, else `$XDG_CACHE_HOME/fedmedlora`)."""
+    root = os.environ.get("FEDMEDLORA_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "fedmedlora")
+    return Path(root)
 
-    return Path(os.path.expanduser(override)) if override else machine_cache()
+
+def cache_root(override: str | None = None) -> Path:
+    """`override` (a node config's cache-dir), else the machine's cache."""
+    return Path(os.path.expanduser(override)) if override else machine_cache_root()
 
 
 def digest(*parts: Any) -> str:

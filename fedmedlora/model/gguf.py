@@ -3,7 +3,7 @@
 Transformers can read a GGUF file (`from_pretrained(dir, gguf_file=...)`), but the model it gives is de-quantized
 on every load (slow), marked as quantized, and refuses to train or to be saved. So a GGUF model is converted once
 per machine: its weights de-quantized to float32 and saved as safetensors, with its config, generation config and
-tokenizer (chat template included), into the project's model cache (`tiny_llama.cache_root()`). The folder is keyed
+tokenizer (chat template included), into the project's model cache (`local_cache.machine_cache_root()`). The folder is keyed
 by the GGUF file's content (sha256) and by CONVERSION_VERSION, so the same file under any path or name maps to the
 same folder, and a change of this code converts afresh. It is built under a file lock into a temporary folder and
 renamed when complete (parallel workers convert once; a killed conversion leaves nothing half-made behind).
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .cache import cache_root
+from ..local_cache import machine_cache_root as cache_root
 from .quiet import quiet_loading
 
 # Bump when the conversion's output changes (keys the cache folder).

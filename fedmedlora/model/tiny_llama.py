@@ -17,7 +17,7 @@ from pathlib import Path
 
 from fedmedlora_data import data_path
 
-from .cache import cache_root
+from ..local_cache import machine_cache_root as cache_root
 
 
 @dataclass(frozen=True)
