@@ -380,7 +380,8 @@ def _(tmp): return fedmedlora_run(tmp, data__datasets="ncbi_disese")
 def _(tmp): return fedmedlora_run(tmp, data__task="re", data__datasets="chemprot_v2")
 
 
-@case("Data files and names", "misspelt bundled instruct name", "(medquad)", "did you mean 'medquad'?")
+@case("Data files and names", "misspelt bundled instruct name", "(medquad, medquad_flowertune, pubmedqa_pool)",
+      "did you mean 'medquad'?")
 def _(tmp): return fedmedlora_run(tmp, data__task="instruct", data__datasets="medqad",
                                   model__name="builtin:tiny-llama-micro", lora__target_modules="q_proj")
 

@@ -108,7 +108,7 @@ def test_an_empty_file_is_named(tmp_path):
 @pytest.mark.parametrize("task,typo,bundled,suggestion", [
     ("ner", "ncbi_disese", "ncbi_disease, bc5cdr", "ncbi_disease"),
     ("re", "chemprot_v2", "bc5cdr_cid, chemprot", "chemprot"),
-    ("instruct", "medqad", "medquad", "medquad"),
+    ("instruct", "medqad", "medquad, medquad_flowertune, pubmedqa_pool", "medquad"),
 ])
 def test_a_misspelt_bundled_name_lists_the_bundled_names_for_every_task(task, typo, bundled, suggestion):
     problem = entry_problem(task, typo)
