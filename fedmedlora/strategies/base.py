@@ -415,6 +415,13 @@ class LoraStrategyMixin:
                                                 f"site {claimed_site}: capped (strategy.weight-cap)")
         return None
 
+    def update_reference(self, reply: Reply) -> State:
+        """What a reply's update is measured from, on its own keys: under site-level DP the wire copy the site
+        clipped against; otherwise the float32 master copy of what the node was sent (at its rank, for FlexLoRA)."""
+        sent = (from_array_record(self._sent_arrays) if self.settings.privacy.dp == "site"
+                else self.reply_base(reply.metrics))
+        return {k: sent[k] for k in reply.state}
+
     def bound_updates(self, server_round: int, replies: list[Reply]) -> list[Reply]:
         """Record each update's norm ||w_client - w_sent||; clip or leave out updates above the bound.
 
@@ -423,10 +430,8 @@ class LoraStrategyMixin:
         """
         if not replies or self._sent_arrays is None:
             return replies
-        # what the sites' updates are measured from: the wire copy they were sent, or (int8/int4, which send
-        # updates relative to the master copy) the float32 global
-        reference = self.global_state() if self.quantized else from_array_record(self._sent_arrays)
-        norms = [update_norm(r.state, reference) for r in replies]
+        references = [self.update_reference(r) for r in replies]
+        norms = [update_norm(r.state, ref) for r, ref in zip(replies, references)]
         entries = {e["node"]: e for e in self.recorder.round(server_round).get("clients", [])}
         for reply, norm in zip(replies, norms):
             entries.get(reply.node, {})["update-norm"] = norm
@@ -440,7 +445,7 @@ class LoraStrategyMixin:
         else:
             return replies
         kept = []
-        for reply, decision in zip(replies, decisions):
+        for reply, reference, decision in zip(replies, references, decisions):
             if decision.factor < 1.0:
                 what = f"update norm {decision.norm:.4g} > bound {decision.bound:.4g} ({rule})"
                 if action == "reject":
