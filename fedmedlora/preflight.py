@@ -31,7 +31,7 @@ from typing import Any
 from .data.entries import entry_rows
 from .data.files import DataFormatError
 from .data.sites import Site, load_sites
-from .run_folder import run_dir_problem, settings_run_dir
+from .run_folder import HOLDS_RUN, run_dir_problem, run_dir_state, settings_run_dir
 from .settings import ConfigError, Settings
 
 WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
@@ -146,6 +146,8 @@ def results_problems(settings: Settings) -> list[str]:
         return [f"{key}: cannot write there: {err.strerror or err} ({existing})"]
     folder = settings_run_dir(settings)
     if folder is None or settings.run.resume:  # a resumed run's folder is checked by resume.open_run
+        return []
+    if run_dir_state(folder)[0] == HOLDS_RUN:  # resume.open_run answers: completed, or how to resume it
         return []
     problem = run_dir_problem(folder)
     return [problem] if problem else []

@@ -82,10 +82,12 @@ def server_sites(settings: Settings, roster: Roster) -> list:
     return load_sites(settings)  # public: the simulation's sites are partitions of the bundled pool
 
 
-def reported_counts(roster: Roster) -> ReportedCounts:
+def reported_counts(roster: Roster, settings: Settings) -> ReportedCounts:
     """What each site said it holds before round 1 (its QUERY reply), for `strategy.weight-cap`: a reply may not
-    claim more training examples than its site reported."""
-    return ReportedCounts({site.node: {"num-examples": float(site.statistics["train-examples"])}
+    claim more training examples than its site reported, nor more tokens than those examples can hold
+    (data.max-length each)."""
+    return ReportedCounts({site.node: {"num-examples": float(site.statistics["train-examples"]),
+                                       "num-tokens": float(site.statistics["train-examples"] * settings.data.max_length)}
                            for site in roster.sites})
 
 
@@ -241,7 +243,7 @@ def _run(grid: Grid, settings: Settings, job: Job, roster: Roster, initial_state
                   + (f", train entities {entry['train-entities']}" if "train-entities" in entry else ""), flush=True)
         random.seed(settings.run.seed)  # Flower samples clients with the global `random`
         np.random.seed(settings.run.seed)
-        strategy = build_strategy(settings, recorder, initial_state, job, reported_counts(roster))
+        strategy = build_strategy(settings, recorder, initial_state, job, reported_counts(roster, settings))
         round_end.strategy = strategy
         arrays, done, driver, evaluate_fn = initial_state, 0, strategy, round_end
         if resumed is not None:

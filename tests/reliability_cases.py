@@ -459,7 +459,7 @@ def _(tmp): return fedmedlora_run(tmp, run__name="/tmp/x")
 
 
 @case("Results and run folders", "run folder that holds a finished run",
-      "key 'run.name' = 'done':", "already holds a run (status 'completed')")
+      "key 'run.name' = 'done':", "holds a completed run; choose another run.name")
 def _(tmp):
     write(tmp, "runs/done/metrics.jsonl", "{}\n")
     write(tmp, "runs/done/summary.json", json.dumps({"status": "completed"}))
@@ -594,8 +594,9 @@ def _(tmp):
 
 
 @case("End to end", "plain `flwr run` path: the ServerApp (in-process grid) with a malformed data file stops before "
-      "any ClientApp is called", "the run cannot start (1 problem)", "bad.tsv:2", "ClientApp calls: 0",
-      code=None, slow=True)
+      "any training: each site reads its own data when asked to describe it, and says it cannot (the file's text stays "
+      "at the site)", "invalid federation", "SuperNode 1 cannot serve its site",
+      "DataFormatError: a data file could not be read at this site", "ClientApp calls: 3", code=None, slow=True)
 def _(tmp):
     from flwr.app import Context, RecordDict
 
@@ -616,7 +617,8 @@ def _(tmp):
 
 
 @case("End to end", "a ClientApp that raises while training (in-process federation, 1 round): excluded with its "
-      "reason, counted, the run completes and keeps every round", "site 0 lost power", "rounds recorded [0, 1]",
+      "reason, counted, the run completes and keeps every round (the reason is the exception's type: its text stays at "
+      "the site)", "client error: RuntimeError: the ClientApp failed at this site", "rounds recorded [0, 1]",
       "status 'completed'", code=None, slow=True)
 def _(tmp):
     import fedmedlora.client_app as client_app

@@ -236,12 +236,21 @@ def test_the_roster_places_sites_and_agrees_the_label_set():
     ([_reply(1, "a", ["X"]), _reply(2, "b", ["Y"])], [1, 2], {"data.num-sites": 2, "data.labels": "X"},
      "key 'data.labels' = 'X': site 'b' has 'Y' in its data"),
     ([_reply(1, "a", ["X"])], [1, 2], {"data.num-sites": 2}, "SuperNode 2 did not describe its site"),
-    ([_reply(1, "a", ["X"]), _reply(2, "b", ["X"])], [1, 2], {"data.num-sites": 3},
-     "key 'data.num-sites' = 3, but 2 SuperNodes are connected"),
+    ([_reply(1, "a", ["X"]), _reply(2, "b", ["X"])], [1, 2], {"data.num-sites": 3, "strategy.min-replies": 3},
+     r"key 'data.num-sites' = 3, but 2 sites described themselves \(strategy.min-replies = 3 needed to start\)"),
+    ([_reply(1, "a", ["X"]), _reply(2, "b", ["X"])], [1, 2], {"data.num-sites": 1},
+     "key 'data.num-sites' = 1, but 2 SuperNodes describe a site"),
 ])
 def test_roster_problems_stop_the_run_before_training(replies, nodes, config, message):
     with pytest.raises(ConfigError, match=message):
         build_roster(parse_run_config(config), replies, nodes, TokenClassificationTask.union_vocabulary)
+
+
+def test_a_run_starts_with_the_sites_that_are_there():
+    # 2 of 3 sites connected within strategy.node-wait: enough for strategy.min-replies = 1 (docs/availability.md)
+    roster = build_roster(parse_run_config({"data.num-sites": 3}), [_reply(1, "a", ["X"]), _reply(2, "b", ["Y"])],
+                          [1, 2], TokenClassificationTask.union_vocabulary)
+    assert [site.name for site in roster.sites] == ["a", "b"] and roster.vocabulary == ["X", "Y"]
 
 
 def test_a_site_that_cannot_read_its_data_is_named_with_its_error():

@@ -89,9 +89,13 @@ def build_roster(settings: Settings, replies: list[Message], node_ids: list[int]
             content = msg.content
             metrics = dict(content["metrics"]) if "metrics" in content else {}
             described.append((node, dict(content["site"]), dict(content["counts"]), metrics))
-    if len(described) != settings.data.num_sites:
-        problems.append(f"key 'data.num-sites' = {settings.data.num_sites}, but {len(described)} SuperNodes are "
-                        "connected: start exactly one SuperNode per site")
+    wanted, needed = settings.data.num_sites, settings.strategy.min_replies
+    if len(described) > wanted:
+        problems.append(f"key 'data.num-sites' = {wanted}, but {len(described)} SuperNodes describe a site: start "
+                        "exactly one SuperNode per site")
+    elif not problems and len(described) < needed:
+        problems.append(f"key 'data.num-sites' = {wanted}, but {len(described)} sites described themselves "
+                        f"(strategy.min-replies = {needed} needed to start): start one SuperNode per site")
     if problems:
         raise ConfigError(problems, "federation")
     described.sort(key=lambda d: (d[1]["partition-id"] < 0, d[1]["partition-id"], d[1]["name"], d[0]))
