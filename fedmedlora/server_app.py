@@ -244,6 +244,7 @@ def _run(grid: Grid, settings: Settings, job: Job, roster: Roster, initial_state
         random.seed(settings.run.seed)  # Flower samples clients with the global `random`
         np.random.seed(settings.run.seed)
         strategy = build_strategy(settings, recorder, initial_state, job, reported_counts(roster, settings))
+        strategy.limit_to_nodes(roster.nodes)  # a node that connects later described no site: it is not sampled
         round_end.strategy = strategy
         arrays, done, driver, evaluate_fn = initial_state, 0, strategy, round_end
         if resumed is not None:

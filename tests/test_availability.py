@@ -137,3 +137,14 @@ def test_the_server_starts_with_enough_sites_and_names_the_key_otherwise(capsys:
     with pytest.raises(RuntimeError, match=r"1 SuperNodes connected within strategy.node-wait = 0 s "
                                            r"\(strategy.min-replies = 2 needed to start\)"):
         wait_for_nodes(Grid([1]), settings)
+
+
+def test_only_the_sites_of_the_roster_are_sampled(tmp_path: Path) -> None:
+    # node 3 connected after the sites described themselves: it holds no place in the run and is never asked to train
+    settings = parse_run_config({"data.num-sites": 3, "strategy.node-wait": 0.0})
+    strategy = build_strategy(settings, RunRecorder(tmp_path), {"w": np.zeros(2, np.float32)})
+    strategy.limit_to_nodes([1, 2])
+    set_task_identity(1, 0)
+    messages = strategy.configure_train(1, to_array_record({"w": np.zeros(2, np.float32)}, "float32"), ConfigRecord(),
+                                        NodeIdsGrid(3))
+    assert sorted(m.metadata.dst_node_id for m in messages) == [1, 2]

@@ -29,6 +29,20 @@ class NodeSnapshot:
         return getattr(self._grid, name)
 
 
+class OnlyNodes:
+    """A Grid that shows only the given nodes among those connected (the sites in the run's roster)."""
+
+    def __init__(self, grid: Any, nodes: set[int]):
+        self._grid = grid
+        self.nodes = set(nodes)
+
+    def get_node_ids(self) -> list[int]:
+        return [n for n in self._grid.get_node_ids() if n in self.nodes]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._grid, name)
+
+
 def connected_nodes(grid: Any, wanted: int, wait: float, *, poll: float = 1.0,
                     clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep
                     ) -> list[int]:

@@ -47,7 +47,7 @@ from ..reply_contract import ARRAYS, EVALUATE_METRICS, METRICS, TRAIN_METRICS, k
 from ..settings import Settings
 from ..wire import (QUANTIZED_BITS, WIRE_NUMPY_DTYPES, array_values, from_array_record, is_quantized,
                     quantized_stype, record_nbytes, state_digest, to_array_record)
-from .availability import NodeSnapshot, connected_nodes
+from .availability import NodeSnapshot, OnlyNodes, connected_nodes
 from .outcomes import match_replies
 from .replies import Reply, State, announce, metrics_of, node_of  # noqa: F401  (re-exported)
 from .reply_guards import ReplyGuards
@@ -148,6 +148,7 @@ class LoraStrategyMixin(ReplyGuards):
         self._wire: tuple[ArrayRecord, ArrayRecord] | None = None  # (float32 global, its wire copy)
         self._sent: dict[str, list[Message]] = {}  # the instructions of the current phase, by phase
         self._caps = {"train": self.min_train_nodes, "evaluate": self.min_evaluate_nodes}  # type: ignore[attr-defined]
+        self.roster_nodes: set[int] | None = None  # None: every connected node may be sampled
         self._sent_arrays: ArrayRecord | None = None  # the wire copy this round's training started from
         self.counts = counts
         if counts is None and settings.strategy.weight_cap:
@@ -233,11 +234,16 @@ class LoraStrategyMixin(ReplyGuards):
         self._sent[phase] = messages  # the grid gives them their ids when it pushes them
         return messages
 
+    def limit_to_nodes(self, nodes: Iterable[int]) -> None:
+        """Sample only these nodes (the sites in the run's roster: a node that connects later described no site)."""
+        self.roster_nodes = {int(n) for n in nodes}
+
     def snapshot(self, server_round: int, grid: Any, phase: str, wanted: int) -> NodeSnapshot | None:
         """The nodes connected now (waited for up to strategy.node-wait), with Flower's minimum for the phase capped
         at their number; None (recorded, announced) if fewer than `wanted` are connected after the wait."""
         self._sent[phase] = []
-        nodes = connected_nodes(grid, wanted, self.settings.strategy.node_wait)
+        source = OnlyNodes(grid, self.roster_nodes) if self.roster_nodes is not None else grid
+        nodes = connected_nodes(source, wanted, self.settings.strategy.node_wait)
         self.recorder.round(server_round)[f"{phase}-connected"] = len(nodes)
         if len(nodes) < wanted:
             announce(f"round {server_round}: {len(nodes)} SuperNodes connected after waiting strategy.node-wait = "

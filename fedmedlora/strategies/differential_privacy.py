@@ -103,6 +103,9 @@ class SiteLevelDP(DifferentialPrivacyClientSideFixedClipping):
                  f" noise std {std:.3g} on the mean of {averaged} clipped updates)")
         return to_array_record(dict(zip(state, values)), "float32"), metrics
 
+    def limit_to_nodes(self, nodes: Any) -> None:
+        self.strategy.limit_to_nodes(nodes)
+
     # --- resume (server_app, run_state.py): the wrapped strategy's state and the releases charged so far ----------
     def state_dict(self) -> tuple[dict[str, Any], dict[str, Any]]:
         arrays, info = self.strategy.state_dict()
