@@ -15,34 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from fedmedlora.launch.launcher import OFFLINE_ENV, _free_port
+from fedmedlora.launch.local_deployment import stop_process_group
 from fedmedlora.settings import write_flat_toml
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _stop(process: subprocess.Popen | None, sig: int = signal.SIGTERM) -> None:
-    """Stop the process and everything in its process group (children may outlive a leader that already exited)."""
-    if process is None:
-        return
-    try:
-        os.killpg(process.pid, sig)
-    except ProcessLookupError:
-        return  # the whole group is gone
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        pass
-    deadline = time.monotonic() + 20
-    while True:  # the group's other members exit after the leader: wait for them, then insist
-        try:
-            os.killpg(process.pid, 0 if time.monotonic() < deadline else signal.SIGKILL)
-        except ProcessLookupError:
-            break
-        if time.monotonic() > deadline + 10:
-            break
-        time.sleep(0.2)
-    if process.poll() is None:
-        process.wait(timeout=10)
+    if process is not None:
+        stop_process_group(process, sig)
 
 
 class LocalDeployment:

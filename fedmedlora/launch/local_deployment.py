@@ -164,18 +164,8 @@ class LocalDeployment:
 
     # --- stop ------------------------------------------------------------------------------------------------------
     def stop(self) -> None:
-        for name, proc in reversed(list(self.processes.items())):
-            if proc.poll() is not None:
-                continue
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=20)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait(timeout=10)
-                except (ProcessLookupError, subprocess.TimeoutExpired):
-                    pass
+        for proc in reversed(list(self.processes.values())):
+            stop_process_group(proc)
 
     def __enter__(self) -> "LocalDeployment":
         try:
@@ -186,3 +176,30 @@ class LocalDeployment:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+def stop_process_group(proc: subprocess.Popen, sig: int = signal.SIGTERM, grace: float = 20.0) -> None:
+    """Stop `proc` and every process of its session's group, even if `proc` itself already exited (its children
+    may outlive it: a refused SuperNode's, a ClientApp still shutting down); SIGKILL whatever is left after `grace`."""
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        return  # the whole group is gone
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        pass
+    deadline = time.monotonic() + grace
+    while True:
+        try:
+            os.killpg(proc.pid, 0 if time.monotonic() < deadline else signal.SIGKILL)
+        except ProcessLookupError:
+            break
+        if time.monotonic() > deadline + 10:
+            break
+        time.sleep(0.2)
+    if proc.poll() is None:
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
