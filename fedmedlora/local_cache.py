@@ -42,17 +42,22 @@ def digest(*parts: Any) -> str:
 _FILE_DIGESTS: dict[tuple[str, int, int], str] = {}
 
 
+def sha256_of_file(path: str | Path) -> str:
+    """sha256 of a file's bytes, read in 16 MiB blocks (model files are gigabytes)."""
+    sha = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 24), b""):
+            sha.update(block)
+    return sha.hexdigest()
+
+
 def file_digest(path: str | Path) -> str:
     """sha256 of a file's bytes, remembered per (path, size, mtime) for this process."""
     path = Path(path)
     stat = path.stat()
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     if key not in _FILE_DIGESTS:
-        sha = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                sha.update(block)
-        _FILE_DIGESTS[key] = sha.hexdigest()
+        _FILE_DIGESTS[key] = sha256_of_file(path)
     return _FILE_DIGESTS[key]
 
 

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from fedmedlora.model import gguf as gguf_models
-from fedmedlora.model.gguf import GGUFModelError, builtin_gguf_path, converted_folder, file_sha256
+from fedmedlora.local_cache import file_digest
+from fedmedlora.model.gguf import GGUFModelError, builtin_gguf_path, converted_folder
 from fedmedlora.model.loading import load_config, resolve_model_source
 
 from gguf_files import write_metadata_only, write_small_llama
@@ -42,7 +43,7 @@ def test_smollm2_is_a_plain_float32_folder_keyed_by_the_wheels_file(smollm2_fold
     source = builtin_gguf_path("smollm2-135m")
     assert source.name == "SmolLM2-135M-Instruct.Q4_1.gguf"
     record = json.loads((smollm2_folder / "CONVERTED").read_text())
-    assert record["sha256"] == file_sha256(source) and record["source"] == source.name
+    assert record["sha256"] == file_digest(source) and record["source"] == source.name
     assert smollm2_folder.name == f"gguf-{record['sha256'][:20]}-c{gguf_models.CONVERSION_VERSION}"
     config = json.loads((smollm2_folder / "config.json").read_text())
     assert "quantization_config" not in config

@@ -138,6 +138,17 @@ def _line_label(r: ModelResult) -> str:
     return r.setting
 
 
+def _plot_rounds(ax: Any, r: ModelResult, points: list[tuple[int, float]], rounds: int) -> None:
+    """One model's score per round: a line, or the zero-shot model's single score as a dashed level."""
+    if not points:
+        return
+    if r.setting == "zero-shot":
+        ax.hlines(points[-1][1], 0, max(rounds, 1), colors="grey", linestyles="--", label="zero-shot")
+        return
+    xs, ys = zip(*points)
+    ax.plot(xs, ys, marker="o", label=_line_label(r) + ("" if r.status == "completed" else " (failed)"))
+
+
 def write_plot(path: Path, results: Sequence[ModelResult], primary: str, title: str, rounds: int) -> None:
     """Pooled headline score per round, one line per model; zero-shot as a dashed level (it is not trained)."""
     import matplotlib
@@ -148,13 +159,7 @@ def write_plot(path: Path, results: Sequence[ModelResult], primary: str, title: 
     fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=120)
     for r in results:
         points = [(s.round, s.pooled.get(primary)) for s in r.rounds if s.pooled.get(primary) is not None]
-        if not points:
-            continue
-        if r.setting == "zero-shot":
-            ax.hlines(points[-1][1], 0, max(rounds, 1), colors="grey", linestyles="--", label="zero-shot")
-            continue
-        xs, ys = zip(*points)
-        ax.plot(xs, ys, marker="o", label=_line_label(r) + ("" if r.status == "completed" else " (failed)"))
+        _plot_rounds(ax, r, points, rounds)
     ax.set_xlabel("round")
     ax.set_ylabel(f"{primary} (pooled)")
     ax.set_xticks(range(0, max(rounds, 1) + 1))
@@ -183,13 +188,7 @@ def write_accuracy_plot(path: Path, results: Sequence[ModelResult], title: str, 
     for ax, (metric, label) in zip(axes, BENCHMARK_METRICS[:2]):
         for r in results:
             points = [(s.round, s.benchmarks[shown][metric]) for s in r.rounds if metric in s.benchmarks.get(shown, {})]
-            if not points:
-                continue
-            if r.setting == "zero-shot":
-                ax.hlines(points[-1][1], 0, max(rounds, 1), colors="grey", linestyles="--", label="zero-shot")
-                continue
-            xs, ys = zip(*points)
-            ax.plot(xs, ys, marker="o", label=_line_label(r) + ("" if r.status == "completed" else " (failed)"))
+            _plot_rounds(ax, r, points, rounds)
         ax.set_xlabel("round")
         ax.set_title(f"{shown} {label} ({metric.split('-')[0]})", fontsize=10)
         ax.set_xticks(range(0, max(rounds, 1) + 1))

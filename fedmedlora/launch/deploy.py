@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,7 @@ from typing import Any
 
 from ..settings import ConfigError, write_flat_toml
 from .certs import CA_FILE, CERT_FILE, KEY_FILE
-from .launcher import OFFLINE_ENV, app_defaults, parse_overrides
+from .launcher import OFFLINE_ENV, app_defaults, parse_overrides, stream_flwr_run
 
 DEFAULT_PORT = 9093  # the SuperLink (Fleet, Control and Runtime APIs)
 DEFAULT_NODE_PORT = 9094  # a SuperNode's own Runtime API, for its ClientApp processes: one per SuperNode on a host
@@ -184,19 +183,10 @@ def submit(app_dir: str, connection: str, run_config: list[str], stream_to=sys.s
         write_flat_toml(fused, config_file)
         command = ["flwr", "run", str(app), connection, "--stream", "--run-config", str(config_file)]
         print(f"fedmedlora: {' '.join(command)} ({settings.data.num_sites} sites)", file=stream_to, flush=True)
-        proc = subprocess.Popen(command, cwd=app, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, bufsize=1)
-        run_id = None
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            stream_to.write(line)
-            stream_to.flush()
-            if run_id is None and (m := re.search(r"Successfully started run (\d+)", line)):
-                run_id = m.group(1)
-        proc.wait()
+        returncode, run_id = stream_flwr_run(command, app, env, stream_to)
     if run_id is None:
-        print(f"fedmedlora: flwr run did not start a run (exit code {proc.returncode})", file=sys.stderr)
-        return proc.returncode or 1
+        print(f"fedmedlora: flwr run did not start a run (exit code {returncode})", file=sys.stderr)
+        return returncode or 1
     status = run_status(connection, run_id, env, app)
     if "completed" in status and "fail" not in status:
         return 0

@@ -217,6 +217,22 @@ def mark_interrupted(run_dir: Path) -> None:
         pass
 
 
+def stream_flwr_run(command: list[str], cwd: Path, env: dict[str, str], stream_to) -> tuple[int, str | None]:
+    """Run a `flwr run ... --stream` command, copying its output to `stream_to` as it comes; (exit code, the id of
+    the run it started, or None)."""
+    proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            bufsize=1)
+    run_id = None
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        stream_to.write(line)
+        stream_to.flush()
+        if run_id is None and (m := re.search(r"Successfully started run (\d+)", line)):
+            run_id = m.group(1)
+    proc.wait()
+    return proc.returncode, run_id
+
+
 def run(app_dir: str, run_config: list[str], federation_config: str = "", stream_to=sys.stdout,
         resume: str = "") -> int:
     """Validate, launch and supervise one run. Returns the process exit code (0 only if the run completed).
@@ -257,19 +273,10 @@ def run(app_dir: str, run_config: list[str], federation_config: str = "", stream
                        "--federation-config", federation]
             print(f"fedmedlora: {' '.join(command[:3])} ... ({settings.data.num_sites} sites; results in {run_dir})",
                   file=stream_to, flush=True)
-            proc = subprocess.Popen(command, cwd=app, env=link.env, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, text=True, bufsize=1)
-            run_id = None
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                stream_to.write(line)
-                stream_to.flush()
-                if run_id is None and (m := re.search(r"Successfully started run (\d+)", line)):
-                    run_id = m.group(1)
-            proc.wait()
+            returncode, run_id = stream_flwr_run(command, app, link.env, stream_to)
             if run_id is None:
-                print(f"fedmedlora: flwr run did not start a run (exit code {proc.returncode})", file=sys.stderr)
-                code = proc.returncode or 1
+                print(f"fedmedlora: flwr run did not start a run (exit code {returncode})", file=sys.stderr)
+                code = returncode or 1
             else:
                 status = _run_status(link.env, app, run_id)
                 summary_status = read_summary(run_dir).get("status")

@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..local_cache import digest, published
+from ..local_cache import digest, published, sha256_of_file
 
 DIGEST_INDEX = "file-digests.json"
 _HITS = [0]
@@ -47,8 +47,6 @@ def _folder_content(folder: Path, root: Path) -> list[tuple[str, int, str]]:
     """(relative path, size, sha256) of every file, hashing only files not hashed before on this machine."""
     from filelock import FileLock
 
-    import hashlib
-
     index_path = root / DIGEST_INDEX
     root.mkdir(parents=True, exist_ok=True)
     with FileLock(str(index_path) + ".lock"):
@@ -58,11 +56,7 @@ def _folder_content(folder: Path, root: Path) -> list[tuple[str, int, str]]:
             stat = path.stat()
             key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
             if key not in index:
-                sha = hashlib.sha256()
-                with open(path, "rb") as fh:
-                    for block in iter(lambda: fh.read(1 << 24), b""):
-                        sha.update(block)
-                index[key] = sha.hexdigest()
+                index[key] = sha256_of_file(path)
             content.append((str(path.relative_to(folder)), stat.st_size, index[key]))
         tmp = index_path.with_name(f"{DIGEST_INDEX}.tmp{os.getpid()}")
         tmp.write_text(json.dumps(index))

@@ -20,7 +20,6 @@ computes when it loads the GGUF file directly, so an adapter trained on the fold
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -30,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..local_cache import file_digest
 from ..local_cache import machine_cache_root as cache_root
 from .quiet import quiet_loading
 
@@ -97,26 +97,10 @@ def gguf_file_of(name: str) -> Path | None:
     return None
 
 
-_DIGESTS: dict[tuple[str, int, int], str] = {}
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of the file's content, computed once per process and file version (path, size, mtime)."""
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _DIGESTS:
-        digest = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 22), b""):
-                digest.update(block)
-        _DIGESTS[key] = digest.hexdigest()
-    return _DIGESTS[key]
-
-
 def converted_folder(gguf_path: Path) -> Path:
     """Where the conversion of `gguf_path` lives (whether or not it exists yet): keyed by content and conversion
     code only, so a copy or a link under another name finds the same folder (CONVERTED names the source file)."""
-    return cache_root() / f"gguf-{file_sha256(gguf_path)[:20]}-c{CONVERSION_VERSION}"
+    return cache_root() / f"gguf-{file_digest(gguf_path)[:20]}-c{CONVERSION_VERSION}"
 
 
 def ensure_converted(gguf_path: str | os.PathLike[str]) -> Path:
@@ -141,7 +125,7 @@ def ensure_converted(gguf_path: str | os.PathLike[str]) -> Path:
                 _convert(gguf_path, tmp)
                 (tmp / DONE_FILE).write_text(json.dumps({
                     "source": gguf_path.name,
-                    "sha256": file_sha256(gguf_path),
+                    "sha256": file_digest(gguf_path),
                     "conversion-version": CONVERSION_VERSION,
                     "seconds": round(time.perf_counter() - started, 1),
                 }, indent=2, sort_keys=True) + "\n")
