@@ -19,7 +19,6 @@ Prints one JSON object.
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import platform
@@ -35,22 +34,6 @@ sys.path.insert(0, str(ROOT))
 RUN = {"num-server-rounds": 3, "train.local-steps": 10, "train.batch-size": 16, "evaluate.checkpoint-every": 0,
        "data.datasets": "/nonexistent/sites-hold-their-own-data.tsv"}
 SITES = {"general": ("bc5cdr", 0), "oncology": ("ncbi_disease", 0), "pharmacy": ("bc5cdr", 1500)}
-
-
-def write_site(path: Path, corpus: str, skip: int, count: int = 1500) -> None:
-    from fedmedlora_data import DATA_ROOT
-
-    sentences, current = [], []
-    for split in ("train", "devel"):
-        with gzip.open(DATA_ROOT / "ner" / corpus / f"{split}.tsv.gz", "rt", encoding="utf-8") as fh:
-            for line in fh:
-                if line.strip():
-                    current.append(line)
-                elif current:
-                    sentences.append("".join(current))
-                    current = []
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(sentences[skip:skip + count]) + "\n", encoding="utf-8")
 
 
 def summarise(run_dir: Path, wall: float, code: int) -> dict[str, Any]:
@@ -78,6 +61,7 @@ def summarise(run_dir: Path, wall: float, code: int) -> dict[str, Any]:
 
 def main() -> None:
     from fedmedlora.launch.local_deployment import LocalDeployment, SiteSpec
+    from fedmedlora_data import write_site_file
 
     load_before = os.getloadavg()
     out: dict[str, Any] = {}
@@ -86,7 +70,7 @@ def main() -> None:
         files = {}
         for name, (corpus, skip) in SITES.items():
             files[name] = root / "hospitals" / name / f"{name}.tsv"
-            write_site(files[name], corpus, skip)
+            write_site_file(files[name], corpus, skip, 1500, splits=("train", "devel"))
         env = {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
         for label, cache, federation in (("no-cache", False, "nocache"), ("cold-cache", True, "cached"),
                                          ("warm-cache", True, "cached")):

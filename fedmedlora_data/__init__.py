@@ -18,3 +18,30 @@ def data_path(*parts: str) -> Path:
             f"bundled data file {path} is missing: reinstall fedmedlora (`pip install -e .` from the project root)"
         )
     return path
+
+
+def conll_sentences(corpus: str, splits: tuple[str, ...] = ("train",)) -> list[str]:
+    """The sentences of a bundled CoNLL corpus (e.g. ``"bc5cdr"``), each as its raw lines, in file order."""
+    import gzip
+
+    sentences, current = [], []
+    for split in splits:
+        with gzip.open(data_path("ner", corpus, f"{split}.tsv.gz"), "rt", encoding="utf-8") as fh:
+            for line in fh:
+                if line.strip():
+                    current.append(line)
+                elif current:
+                    sentences.append("".join(current))
+                    current = []
+        if current:
+            sentences.append("".join(current))
+            current = []
+    return sentences
+
+
+def write_site_file(path: Path, corpus: str, skip: int, count: int, splits: tuple[str, ...] = ("train",)) -> Path:
+    """A trial site's own CoNLL file: sentences ``skip .. skip+count`` of a bundled corpus (for `data-path`)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(conll_sentences(corpus, splits)[skip:skip + count]) + "\n", encoding="utf-8")
+    return path

@@ -10,7 +10,6 @@ stopped by its PID (process group) at the end.
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import subprocess
@@ -25,7 +24,7 @@ from fedmedlora.launch.deploy import supernode_command
 from fedmedlora.launch.local_deployment import LocalDeployment, SiteSpec, free_port
 from fedmedlora.recorder import read_metrics
 from fedmedlora.settings import parse_run_config
-from fedmedlora_data import DATA_ROOT
+from fedmedlora_data import DATA_ROOT, write_site_file
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -54,19 +53,6 @@ RUN = {"num-server-rounds": 2, "train.local-steps": 2, "train.batch-size": 8, "e
        "evaluate.batch-size": 16, "data.datasets": "/nonexistent/the-server-must-not-read-this.tsv"}
 
 
-def _write_site_file(path: Path, corpus: str, skip: int, count: int = 40) -> None:
-    sentences, current = [], []
-    with gzip.open(DATA_ROOT / "ner" / corpus / "train.tsv.gz", "rt", encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                current.append(line)
-            elif current:
-                sentences.append("".join(current))
-                current = []
-    path.parent.mkdir(parents=True)
-    path.write_text("\n".join(sentences[skip:skip + count]) + "\n", encoding="utf-8")
-
-
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory):
     root = tmp_path_factory.mktemp("deployment")
@@ -76,7 +62,7 @@ def deployment(tmp_path_factory):
     files = {}
     for name, (corpus, skip) in SITES.items():
         files[name] = data_root / name / f"{name}.tsv"
-        _write_site_file(files[name], corpus, skip)
+        write_site_file(files[name], corpus, skip, 40)
     env = {"PYTHONPATH": os.pathsep.join([str(audit), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
            "FEDMEDLORA_AUDIT_ROOTS": os.pathsep.join([str(data_root), str(DATA_ROOT)]),
            "FEDMEDLORA_AUDIT_LOG": str(audit), "FEDMEDLORA_AUDIT_WHO": "superlink",

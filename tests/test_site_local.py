@@ -8,7 +8,6 @@ the bundled data, and who opened it (the server, or the site whose ClientApp cal
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import sys
@@ -30,7 +29,7 @@ from fedmedlora.model.adapter import load_adapter_state
 from fedmedlora.recorder import read_metrics
 from fedmedlora.settings import ConfigError, parse_run_config
 from fedmedlora.tasks.token_classification import TokenClassificationTask
-from fedmedlora_data import DATA_ROOT
+from fedmedlora_data import DATA_ROOT, write_site_file
 
 from helpers import TINY_NER
 
@@ -60,27 +59,12 @@ def traced(app):
 
 
 # --- three sites, one CoNLL file each ---------------------------------------------------------------------------
-def _sentences(corpus: str, skip: int, count: int) -> list[str]:
-    out, current = [], []
-    with gzip.open(DATA_ROOT / "ner" / corpus / "train.tsv.gz", "rt", encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                current.append(line)
-            elif current:
-                out.append("".join(current))
-                current = []
-    return out[skip:skip + count]
-
-
 @pytest.fixture(scope="module")
 def site_files(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("hospitals")
     files = {}
     for name, corpus, skip in (("general", "bc5cdr", 0), ("oncology", "ncbi_disease", 0), ("pharmacy", "bc5cdr", 400)):
-        folder = root / name
-        folder.mkdir()
-        files[name] = folder / f"{name}.tsv"
-        files[name].write_text("\n".join(_sentences(corpus, skip, 40)) + "\n", encoding="utf-8")
+        files[name] = write_site_file(root / name / f"{name}.tsv", corpus, skip, 40)
     return files
 
 
