@@ -87,12 +87,14 @@ def agreed_vocabulary(config: Mapping[str, Any], settings: Settings, node: NodeS
                        "cannot know the federation's labels from its own data alone"])
 
 
-def _prepare(msg: Message, context: Context, split: str, *, plain: bool = False
+def _prepare(msg: Message, context: Context, split: str | None, *, plain: bool = False
              ) -> tuple[Settings, Job, Site, int, MessageClock, SiteAdapter]:
-    """Settings, this site's job, the split tokenized, the message's clock, and the adapter this site loads
-    (site_adapter.py; `plain`: the message carries the whole float32 adapter, as federated evaluation sends it)."""
+    """Settings, this site's job, the split tokenized (None: the run's `evaluate.split`), the message's clock, and
+    the adapter this site loads (site_adapter.py; `plain`: the message carries the whole float32 adapter, as
+    federated evaluation sends it)."""
     clock = MessageClock()
     settings = _settings(context)
+    split = split or settings.evaluate.split
     node = node_site(context.node_config, settings)
     config = msg.content["config"] if "config" in msg.content else {}
     start = time.perf_counter()
@@ -164,10 +166,9 @@ def train(msg: Message, context: Context) -> Message:
 def evaluate(msg: Message, context: Context) -> Message:
     """The count record of the global adapter on this site's own `evaluate.split` (merged by the server). A site that
     keeps personal tensors (FedSA-LoRA) scores the shared part with its own: the personalised model."""
-    settings = _settings(context)
-    split = settings.evaluate.split
     plain = bool(msg.content["config"].get("full-adapter", False)) if "config" in msg.content else False
-    settings, job, site, index, clock, adapter = _prepare(msg, context, split, plain=plain)
+    settings, job, site, index, clock, adapter = _prepare(msg, context, None, plain=plain)
+    split = settings.evaluate.split
     with loaded(job, adapter):
         counts = job.site_counts(site.site_id, split)
     save_personal_checkpoint(adapter, job, index, msg.content["config"])  # FedSA-LoRA: the site's own B stays here

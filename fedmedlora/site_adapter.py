@@ -64,7 +64,13 @@ def site_rank(settings: Settings, context: Context, site: int) -> int:
         if not 0 < rank <= settings.lora.r:
             raise ValueError(f"node config 'lora-rank' = {rank}: must be in 1..lora.r = {settings.lora.r}")
         return rank
-    return settings.site_ranks[site] if settings.site_ranks else settings.lora.r
+    if not settings.site_ranks:
+        return settings.lora.r
+    if not 0 <= site < len(settings.site_ranks):  # -1 would silently take the last site's rank
+        raise ValueError(f"lora.site-ranks has {len(settings.site_ranks)} ranks but this site's place in the "
+                         f"federation is {site} (-1: the message names no 'site-nodes' and the node config has no "
+                         "'partition-id'): set node config 'lora-rank' on this SuperNode")
+    return settings.site_ranks[site]
 
 
 def needs_reference(settings: Settings) -> bool:

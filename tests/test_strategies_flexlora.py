@@ -53,3 +53,17 @@ def test_site_ranks_are_checked_up_front() -> None:
         load_settings({"strategy.name": "flexlora", "lora.site-ranks": "16,8,4"})
     with pytest.raises(ConfigError, match="expected comma-separated integers"):
         load_settings({"strategy.name": "flexlora", "lora.site-ranks": "8,x,4"})
+
+
+def test_a_site_with_no_place_in_the_federation_is_not_given_another_sites_rank() -> None:
+    from flwr.app import Context, RecordDict
+
+    from fedmedlora.site_adapter import site_rank
+
+    settings = load_settings({"strategy.name": "flexlora", "lora.r": 8, "lora.site-ranks": "8,4,2"})
+    context = Context(run_id=1, node_id=7, node_config={}, state=RecordDict(), run_config={})
+    assert [site_rank(settings, context, k) for k in range(3)] == [8, 4, 2]
+    with pytest.raises(ValueError, match=r"place in the federation is -1 .*set node config 'lora-rank'"):
+        site_rank(settings, context, -1)  # was: the last site's rank, silently
+    context.node_config["lora-rank"] = 4
+    assert site_rank(settings, context, -1) == 4
