@@ -26,3 +26,12 @@ def test_dependencies_are_declared_with_tested_ranges():
     assert "gguf>=0.19,<0.20" in project["dependencies"]
     assert "bitsandbytes>=0.50,<0.51" in project["optional-dependencies"]["test"]
     assert any(d.startswith("bitsandbytes") for d in project["optional-dependencies"]["gpu"])
+
+
+def test_a_fresh_install_cannot_pick_up_an_untested_major_version():
+    """CI installs the newest versions pyproject allows: every range is closed above (torch is pinned by the
+    install line itself, so its range stays open for users of other builds)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = project["dependencies"] + project["optional-dependencies"]["test"]
+    open_above = [d for d in declared if "<" not in d and "==" not in d and not d.startswith("torch")]
+    assert open_above == []
