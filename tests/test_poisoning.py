@@ -79,8 +79,11 @@ def test_influence_bounds_by_hand() -> None:
 
 # --- the weight cap ----------------------------------------------------------------------------------------------
 
+CAP_ONLY = {"strategy.norm-bound": 0.0}  # the weight-cap tests leave the norm bound out (4 > 3 x median 1)
+
+
 def test_a_claimed_billion_examples_is_capped_at_the_site_count(tmp_path: Path) -> None:
-    strategy, recorder = make({}, tmp_path)
+    strategy, recorder = make(CAP_ONLY, tmp_path)
     out = send(strategy, 0.0, 3)
     # without the cap: (1e9 * 4 + 100 * 1 + 100 * 1) / (1e9 + 200) ~ 4; capped: all weigh 100 -> (1 + 1 + 4) / 3 = 2
     result = aggregate(strategy, [reply(out[0], 1.0), reply(out[1], 1.0), reply(out[2], 4.0, examples=1e9)])
@@ -92,7 +95,7 @@ def test_a_claimed_billion_examples_is_capped_at_the_site_count(tmp_path: Path) 
 
 
 def test_claiming_less_than_the_count_is_allowed(tmp_path: Path) -> None:
-    strategy, recorder = make({}, tmp_path)
+    strategy, recorder = make(CAP_ONLY, tmp_path)
     out = send(strategy, 0.0, 3)
     result = aggregate(strategy, [reply(out[0], 1.0, 50), reply(out[1], 1.0, 50), reply(out[2], 4.0, 100)])
     assert result == pytest.approx((50 + 50 + 400) / 200) and recorder.round(1)["clips"] == 0
@@ -120,7 +123,7 @@ def test_reported_counts_plug_in_for_a_deployment(tmp_path: Path) -> None:
 
 
 def test_the_cap_can_be_switched_off(tmp_path: Path) -> None:
-    strategy, _ = make({"strategy.weight-cap": False}, tmp_path)
+    strategy, _ = make({**CAP_ONLY, "strategy.weight-cap": False}, tmp_path)
     out = send(strategy, 0.0, 3)
     result = aggregate(strategy, [reply(out[0], 1.0), reply(out[1], 1.0), reply(out[2], 4.0, examples=1e9)])
     assert result == pytest.approx(4.0, rel=1e-6)
@@ -154,15 +157,15 @@ def test_the_poisoning_of_the_issue_is_bounded(tmp_path: Path) -> None:
     results = {}
     for name, overrides in [("unscreened", {"strategy.weight-cap": False, "strategy.norm-bound": 0.0}),
                             ("cap", {"strategy.norm-bound": 0.0}), ("defaults", {}),
-                            ("cap and a tight norm bound", {"strategy.norm-bound": 3.0})]:
+                            ("cap and a loose norm bound", {"strategy.norm-bound": 10.0})]:
         strategy, _ = make(overrides, tmp_path)
         out = send(strategy, 0.0, 3)
         results[name] = aggregate(strategy, [reply(out[0], 0.25), reply(out[1], 0.5),
                                              reply(out[2], 2500.0, examples=1e9)])
     assert results["unscreened"] == pytest.approx(2500.0, rel=1e-6)  # the poisoner owns the average
     assert results["cap"] == pytest.approx((0.25 + 0.5 + 2500.0) / 3)  # one vote in three
-    assert results["defaults"] == pytest.approx((0.25 + 0.5 + 10 * 0.5) / 3)  # and a bounded one
-    assert results["cap and a tight norm bound"] == pytest.approx((0.25 + 0.5 + 3 * 0.5) / 3)
+    assert results["defaults"] == pytest.approx((0.25 + 0.5 + 3 * 0.5) / 3)  # and one bounded to 3 x the median
+    assert results["cap and a loose norm bound"] == pytest.approx((0.25 + 0.5 + 10 * 0.5) / 3)
 
 
 # --- Krum, MultiKrum, Bulyan -------------------------------------------------------------------------------------

@@ -281,10 +281,10 @@ class StrategySettings:
     weight_cap: bool = key(True,
         "cap each reply's claimed weight (num-examples, num-tokens) at the count the server holds for that site "
         '(simulation: the partition sizes); a reply from a node whose count is unknown is left out')
-    norm_bound: float = key(10.0,
+    norm_bound: float = key(3.0,
         "k: a reply whose update norm ||w_client - w_global|| exceeds k x the median of the round's update norms is "
         'clipped to that bound or left out (strategy.norm-action); robust from 3 replies a round (honest IID '
-        'sites differ by a few percent); 0: off', check=non_negative)
+        'sites differ by a few percent; k = 10 let one poisoner wreck the default run, results/privacy); 0: off', check=non_negative)
     norm_action: str = key('clip',
         'what strategy.norm-bound does to a reply above the bound', choices=('clip', 'reject'))
     malicious_nodes: int = key(0,

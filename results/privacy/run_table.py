@@ -43,6 +43,7 @@ VARIANTS: dict[str, tuple[dict[str, Any], bool]] = {  # name: (run-config overri
     "poisoned, no screening": (UNSCREENED, True),
     "poisoned, defaults (cap, norm bound 10)": ({}, True),
     "poisoned, krum": ({"strategy.name": "krum"}, True),
+    "poisoned, norm bound 3": ({"strategy.norm-bound": 3.0}, True),
     "site DP, clipping only (z 1e-6)": ({**SITE, "privacy.noise-multiplier": 1e-6}, False),
 }
 
