@@ -41,9 +41,9 @@ VARIANTS: dict[str, tuple[dict[str, Any], bool]] = {  # name: (run-config overri
     "example DP eps 3": ({**EXAMPLE, "privacy.target-epsilon": 3.0}, False),
     "example DP eps 1": ({**EXAMPLE, "privacy.target-epsilon": 1.0}, False),
     "poisoned, no screening": (UNSCREENED, True),
-    "poisoned, defaults (cap, norm bound 10)": ({}, True),
+    "poisoned, cap and norm bound 10 (the old default)": ({"strategy.norm-bound": 10.0}, True),
     "poisoned, krum": ({"strategy.name": "krum"}, True),
-    "poisoned, norm bound 3": ({"strategy.norm-bound": 3.0}, True),
+    "poisoned, defaults (cap, norm bound 3)": ({}, True),
     "site DP, clipping only (z 1e-6)": ({**SITE, "privacy.noise-multiplier": 1e-6}, False),
 }
 
@@ -93,6 +93,13 @@ def run(config: dict[str, Any], poisoned: bool) -> None:
     run_server(grid, Context(run_id=grid.run_id, node_id=0, node_config={}, state=RecordDict(), run_config=config))
 
 
+def noise_multiplier(privacy: dict[str, Any]) -> float | None:
+    """The server's z (site-level DP), else the largest of the sites' z (example-level DP: each site's own)."""
+    if privacy.get("noise-multiplier") is not None:
+        return privacy["noise-multiplier"]
+    return max((site["noise-multiplier"] for site in privacy.get("sites", {}).values()), default=None)
+
+
 def one_run(variant: str, runs_dir: Path, out_dir: Path) -> dict[str, Any]:
     from fedmedlora.recorder import read_metrics
 
@@ -118,7 +125,7 @@ def one_run(variant: str, runs_dir: Path, out_dir: Path) -> dict[str, Any]:
         "strict-f1": pooled[-1]["strict-f1"], "lenient-f1": pooled[-1]["lenient-f1"],
         "strict-f1-per-round": [p["strict-f1"] for p in pooled],
         "epsilon": privacy.get("epsilon"), "delta": privacy.get("delta"),
-        "noise-multiplier": privacy.get("noise-multiplier"),
+        "noise-multiplier": noise_multiplier(privacy),
         "clips": summary.get("total-clips", sum(r.get("clips", 0) for r in records)),
         "exclusions": sum(r.get("exclusions", 0) for r in records),
         "krum-selected": [r.get("krum-selected") for r in records[1:]] if "krum-selected" in records[-1] else None,
