@@ -37,6 +37,9 @@ def main() -> None:
                      "strict-f1-per-round": [r["server-eval"]["pooled"]["strict-f1"] for r in records],
                      "lenient-f1": records[-1]["server-eval"]["pooled"]["lenient-f1"],
                      "mib-per-run": records[-1]["comm"]["total-sent-mib"] + records[-1]["comm"]["total-received-mib"],
+                     # what the wire format changes: training traffic (evaluation sends the float32 adapter)
+                     "train-mib-per-run": sum(r["comm"].get("train", {}).get(k, 0.0)
+                                              for r in records for k in ("sent-mib", "received-mib")),
                      "wall-seconds": json.loads(summary.read_text())["wall-seconds"]})
         out.write_text(json.dumps(rows, indent=2) + "\n")
         print(f"[wire-f1] {wire}: {[round(x, 4) for x in rows[-1]['strict-f1-per-round']]}", flush=True)
