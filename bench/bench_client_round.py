@@ -69,47 +69,57 @@ def client_rounds(config: dict[str, Any], rounds: int, reload: bool) -> list[dic
 
     import fedmedlora.model.resident as resident_module
     from fedmedlora import client_app
-    from fedmedlora.model.adapter import adapter_state
-    from fedmedlora.wire import to_array_record
-    from fedmedlora.job import get_job
-    from fedmedlora.settings import parse_run_config
+    from fedmedlora.federation import node_site
     from fedmedlora.launch.grid import node_context, train_message
+    from fedmedlora.model.adapter import adapter_state
+    from fedmedlora.settings import parse_run_config
+    from fedmedlora.job import get_job, resolve_family
+    from fedmedlora.tasks.registry import task_class
+    from fedmedlora.wire import to_array_record
 
     settings = parse_run_config(config)
-    resident_module._SLOT.clear()
-    job = get_job(settings)
-    job._tokenized.clear()
+    forget = (resident_module._SLOT, node_site._POOL, node_site._SITES, node_site._JOBS)
+    for memo in forget:
+        memo.clear()
     timer = StepTimer()
-    make_trainer = type(job.task).make_trainer
+    # the ClientApp builds its own job per node (federation/node_site.py): time the trainers of the task's class
+    cls = task_class(settings, resolve_family(settings))
+    make_trainer = cls.make_trainer
 
-    def timed_make_trainer(*args: Any, **kwargs: Any) -> Any:
-        trainer = make_trainer(job.task, *args, **kwargs)
+    def timed_make_trainer(task: Any, *args: Any, **kwargs: Any) -> Any:
+        trainer = make_trainer(task, *args, **kwargs)
         trainer.add_callback(timer.callback)
         return trainer
 
-    job.task.make_trainer = timed_make_trainer
+    # no site disk cache: the reload path re-reads and re-tokenizes, as a process without one does
     context = node_context(config, site=0, num_sites=settings.data.num_sites)
+    context.node_config["cache"] = False
     # the same global adapter every round (the initial one), so both paths do identical work
-    global_arrays: ArrayRecord = to_array_record(adapter_state(job.resident().model), "float16")
+    global_arrays: ArrayRecord = to_array_record(adapter_state(get_job(settings).resident().model), "float16")
     out = []
-    for server_round in range(1, rounds + 1):
-        if reload:
-            resident_module._SLOT.clear()  # what a process that rebuilds every round starts from
-            job._tokenized.clear()
-        timer.reset()
-        loads_before = resident_module.base_model_loads()
-        msg = train_message(global_arrays, node_id=1, server_round=server_round,
-                            learning_rate=settings.learning_rate(server_round))
-        start = time.perf_counter()
-        reply = client_app.train(msg, context)
-        seconds = time.perf_counter() - start
-        assert not reply.has_error(), reply.error
-        metrics = reply.content["metrics"]
-        out.append({"round": server_round, "client_seconds": seconds, "step_seconds": timer.seconds,
-                    "steps": timer.steps, "trainer_train_seconds": float(metrics["train-seconds"]),
-                    "examples": int(metrics["train-examples-seen"]),
-                    "tokens": int(metrics["train-tokens-seen"]),
-                    "model_loaded_this_round": resident_module.base_model_loads() > loads_before})
+    cls.make_trainer = timed_make_trainer
+    try:
+        for server_round in range(1, rounds + 1):
+            if reload:
+                for memo in forget:  # what a process that rebuilds every round starts from
+                    memo.clear()
+            timer.reset()
+            loads_before = resident_module.base_model_loads()
+            msg = train_message(global_arrays, node_id=1, server_round=server_round,
+                                learning_rate=settings.learning_rate(server_round))
+            start = time.perf_counter()
+            reply = client_app.train(msg, context)
+            seconds = time.perf_counter() - start
+            assert not reply.has_error(), reply.error
+            metrics = reply.content["metrics"]
+            out.append({"round": server_round, "client_seconds": seconds, "step_seconds": timer.seconds,
+                        "steps": timer.steps, "trainer_train_seconds": float(metrics["train-seconds"]),
+                        "examples": int(metrics["train-examples-seen"]),
+                        "tokens": int(metrics["train-tokens-seen"]),
+                        "model_loaded_this_round": resident_module.base_model_loads() > loads_before})
+    finally:
+        cls.make_trainer = make_trainer
+    assert all(r["steps"] == settings.train.local_steps for r in out), "the step timer missed the client's trainer"
     return out
 
 
