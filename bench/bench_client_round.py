@@ -78,9 +78,12 @@ def client_rounds(config: dict[str, Any], rounds: int, reload: bool) -> list[dic
     from fedmedlora.wire import to_array_record
 
     settings = parse_run_config(config)
-    forget = (resident_module._SLOT, node_site._POOL, node_site._SITES, node_site._JOBS)
-    for memo in forget:
-        memo.clear()
+
+    def forget() -> None:  # what a process that rebuilds every round starts from
+        node_site.forget_sites()
+        resident_module._SLOT.clear()
+
+    forget()
     timer = StepTimer()
     # the ClientApp builds its own job per node (federation/node_site.py): time the trainers of the task's class
     cls = task_class(settings, resolve_family(settings))
@@ -101,8 +104,7 @@ def client_rounds(config: dict[str, Any], rounds: int, reload: bool) -> list[dic
     try:
         for server_round in range(1, rounds + 1):
             if reload:
-                for memo in forget:  # what a process that rebuilds every round starts from
-                    memo.clear()
+                forget()
             timer.reset()
             loads_before = resident_module.base_model_loads()
             msg = train_message(global_arrays, node_id=1, server_round=server_round,

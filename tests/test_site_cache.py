@@ -10,7 +10,6 @@ from __future__ import annotations
 import torch
 import pytest
 
-from fedmedlora.data.own_site import own_site
 from fedmedlora.data.site_cache import SiteCache, own_site_key, pool_site_key
 from fedmedlora.data.sites import load_sites
 from fedmedlora.federation import node_site as node_site_module
@@ -25,8 +24,7 @@ from helpers import TINY_NER
 
 def _forget_process_memory() -> None:
     """What a new ClientApp process starts without."""
-    for memo in (node_site_module._POOL, node_site_module._SITES, node_site_module._JOBS):
-        memo.clear()
+    node_site_module.forget_sites()
     resident._SLOT.clear()
 
 

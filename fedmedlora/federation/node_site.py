@@ -79,6 +79,12 @@ _SITES: dict[tuple[Settings, NodeSite], tuple[Site, str]] = {}
 _JOBS: dict[tuple[Settings, NodeSite, tuple[str, ...]], Job] = {}
 
 
+def forget_sites() -> None:
+    """Drop every site and job this process built: what a new ClientApp process starts without (tests, benches)."""
+    for memo in (_POOL, _SITES, _JOBS):
+        memo.clear()
+
+
 def _forget_other_runs(settings: Settings) -> None:
     for memo in (_POOL, _SITES, _JOBS):
         for key in [k for k in memo if (k if isinstance(k, Settings) else k[0]) != settings]:

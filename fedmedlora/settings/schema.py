@@ -284,7 +284,8 @@ class StrategySettings:
     norm_bound: float = key(3.0,
         "k: a reply whose update norm ||w_client - w_global|| exceeds k x the median of the round's update norms is "
         'clipped to that bound or left out (strategy.norm-action); robust from 3 replies a round (honest IID '
-        'sites differ by a few percent; k = 10 let one poisoner wreck the default run, results/privacy); 0: off', check=non_negative)
+        'sites differ by a few percent; k = 10 let one poisoner wreck the default run, results/privacy); 0: off',
+        check=non_negative)
     norm_action: str = key('clip',
         'what strategy.norm-bound does to a reply above the bound', choices=('clip', 'reject'))
     malicious_nodes: int = key(0,
