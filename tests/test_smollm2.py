@@ -103,6 +103,39 @@ def test_eos_ends_every_completion_and_is_a_label_through_trls_collator(job):
     assert batch["labels"][1, -1].item() == eos
 
 
+
+def test_the_site_trainer_computes_trls_loss_and_gradients_without_its_cpu_fused_head(job):
+    """Off CUDA the client's SFT loss is the model's own (TRL's fused LM head falls back to slow torch tiles there):
+    the same completion-only loss and LoRA gradients as TRL's path, per token and with num_items_in_batch."""
+    from trl import SFTTrainer
+
+    from fedmedlora.model.sft_trainer import SiteSFTTrainer, fused_head_has_kernel
+    from fedmedlora.model.training import training_arguments
+
+    resident = job.resident()
+    dataset = job.task.tokenize(short_rows(), resident.tokenizer)
+    args = training_arguments(job.settings, family="causal", learning_rate=1e-3, seed=0, output_dir="unused")
+    ours = job.task.make_trainer(resident, dataset, args)
+    assert isinstance(ours, SiteSFTTrainer) and not fused_head_has_kernel(torch.device("cpu"))
+    trls = SFTTrainer(model=resident.model, args=args, train_dataset=dataset, processing_class=resident.tokenizer)
+    batch = ours.data_collator([dataset[i] for i in range(len(dataset))])
+    completion_tokens = int(batch["labels"][:, 1:].ne(-100).sum())
+    lora = [p for n, p in resident.model.named_parameters() if p.requires_grad and "lora_" in n]
+    resident.model.eval()  # no LoRA dropout: both paths see the same network
+    for items in (None, torch.tensor(completion_tokens * 3)):
+        losses, grads = [], []
+        for trainer in (ours, trls):
+            resident.model.zero_grad(set_to_none=True)
+            loss = trainer.compute_loss(resident.model, dict(batch), num_items_in_batch=items)
+            loss.backward()
+            losses.append(loss.item())
+            grads.append(torch.cat([p.grad.flatten() for p in lora]))
+        assert losses[0] == pytest.approx(losses[1], rel=1e-4)
+        assert (grads[0] - grads[1]).norm() <= 1e-3 * grads[1].norm()  # float32 sums in another order
+    resident.model.zero_grad(set_to_none=True)
+    resident.model.train()
+    assert losses[0] < 2.0  # divided by 3x the tokens: the per-token NLL / 3, so num_items_in_batch was used
+
 def test_left_padded_batches_generate_what_single_prompts_do(job, tokenizer):
     model = job.resident().model
     model.eval()

@@ -71,10 +71,10 @@ class InstructSFTTask(TaskBase):
         return int(sum(len(ids) for ids in dataset["input_ids"]))
 
     def make_trainer(self, resident: Any, train_dataset: Any, args: Any) -> Any:
-        from trl import SFTTrainer
+        from ..model.sft_trainer import SiteSFTTrainer
 
-        return SFTTrainer(model=resident.model, args=args, train_dataset=train_dataset,
-                          processing_class=resident.tokenizer)
+        return SiteSFTTrainer(model=resident.model, args=args, train_dataset=train_dataset,
+                              processing_class=resident.tokenizer)
 
     def predict(self, resident: Any, rows: list[dict[str, Any]], dataset: Any, batch_size: int) -> LossOutcome:
         """The completion loss of the split: what TRL minimises."""

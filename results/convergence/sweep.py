@@ -72,10 +72,10 @@ def variants(setting: str) -> dict[str, dict[str, Any]]:
     }
     if setting == "re-chemprot":  # why does FedAvg predict the majority class here?
         out.update({
-            "fedavg, IID sites": {"strategy.name": "fedavg", "data.partitioning": "iid"},
-            "fedavg, lr 5e-4": {"strategy.name": "fedavg", "train.learning-rate-max": 5e-4,
+            "fedavg IID sites": {"strategy.name": "fedavg", "data.partitioning": "iid"},
+            "fedavg lr 5e-4": {"strategy.name": "fedavg", "train.learning-rate-max": 5e-4,
                                 "train.learning-rate-min": 5e-4},
-            "fedavg, 10 local steps": {"strategy.name": "fedavg", "train.local-steps": 10},
+            "fedavg 10 local steps": {"strategy.name": "fedavg", "train.local-steps": 10},
             "fedprox mu 0.1": {"strategy.name": "fedprox", "strategy.proximal-mu": 0.1},
         })
     return out
@@ -177,7 +177,9 @@ def table(rows: list[dict[str, Any]]) -> str:
         group = [r for r in rows if r["setting"] == setting]
         lines += [f"### {setting}", "",
                   f"Metric: pooled `{group[0]['metric']}` (server-side evaluation); rounds until the plateau rule "
-                  f"(capped: the cap of {group[0].get('cap', CAP)} rounds came first); mean ± std over seeds.", "",
+                  f"(capped: the cap of {group[0].get('cap', CAP)} rounds came first); "
+                  f"{group[0].get('eval-examples-per-site', COMMON['data.max-eval-examples'])} evaluation examples "
+                  "per site; mean ± std over seeds.", "",
                   "| variant | seeds | final F1 | rounds | capped | round to 95% of final | MiB to 95% | MiB total "
                   "| top-class share |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for variant in dict.fromkeys(f"{r['variant']}" + (f" {r['model']}" if "model" in r else "") for r in group):
@@ -238,6 +240,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs-dir", default=str(ROOT / "results" / "runs" / "convergence"))
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent))
     parser.add_argument("--pilot", action="store_true", help="tiny data and a cap of 4 rounds: checks the plumbing")
+    parser.add_argument("--cap", type=int, help=f"at most this many rounds (default {CAP}); a shorter budget, "
+                        "recorded in every row and table header")
+    parser.add_argument("--eval-examples", type=int,
+                        help=f"evaluation examples per site (default {COMMON['data.max-eval-examples']})")
     args = parser.parse_args(argv)
     settings = [s for s in args.settings.split(",") if s]
     seeds = [int(s) for s in args.seeds.split(",") if s]
@@ -251,13 +257,17 @@ def main(argv: list[str] | None = None) -> None:
         chosen = variants(setting)
         names = list(chosen) if args.variants == "all" else [v.strip() for v in args.variants.split(",")]
         unknown = [v for v in names if v not in chosen]
-        if unknown:
+        if unknown:  # variant names hold no commas, so a comma always separates two
             raise SystemExit(f"unknown variants {unknown} for {setting}; known: {list(chosen)}")
         for seed in seeds:
             for variant in names:
                 spec = dict(chosen[variant])
                 kind = spec.pop("kind", "federated")
                 config = {**base_config(setting, args.pilot), **spec, "run.seed": seed}
+                if args.cap:
+                    config["num-server-rounds"] = args.cap
+                if args.eval_examples:
+                    config["data.max-eval-examples"] = args.eval_examples
                 run_dir = Path(args.runs_dir) / ("pilot" if args.pilot else "") / setting / f"{slug(variant)}-s{seed}"
                 run_dir.parent.mkdir(parents=True, exist_ok=True)
                 start = time.time()
@@ -265,6 +275,7 @@ def main(argv: list[str] | None = None) -> None:
                        else [{**r, "kind": kind} for r in baseline(kind, config, run_dir)])
                 rows = [r for r in rows if (r["setting"], r["variant"], r["seed"]) != (setting, variant, seed)]
                 rows += [{"setting": setting, "variant": variant, "seed": seed, "cap": config["num-server-rounds"],
+                          "eval-examples-per-site": config["data.max-eval-examples"],
                           "run-dir": str(run_dir.relative_to(ROOT) if run_dir.is_relative_to(ROOT) else run_dir),
                           **r} for r in new]
                 results.write_text(json.dumps({"common": COMMON, "pilot": args.pilot, "rows": rows}, indent=2) + "\n")
