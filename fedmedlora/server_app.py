@@ -82,13 +82,16 @@ def server_sites(settings: Settings, roster: Roster) -> list:
     return load_sites(settings)  # public: the simulation's sites are partitions of the bundled pool
 
 
-def reported_counts(roster: Roster, settings: Settings) -> ReportedCounts:
+def reported_counts(roster: Roster, settings: Settings, training_items: str) -> ReportedCounts:
     """What each site said it holds before round 1 (its QUERY reply), for `strategy.weight-cap`: a reply may not
     claim more training examples than its site reported, nor more tokens than those examples can hold
-    (data.max-length each)."""
-    return ReportedCounts({site.node: {"num-examples": float(site.statistics["train-examples"]),
-                                       "num-tokens": float(site.statistics["train-examples"] * settings.data.max_length)}
-                           for site in roster.sites})
+    (data.max-length each). An example is what the task trains on (`training_items`: a sentence, or for relation
+    classification a candidate pair), the unit of the reply's `num-examples`."""
+    counts = {}
+    for site in roster.sites:
+        items = float(site.statistics[f"train-{training_items}"])
+        counts[site.node] = {"num-examples": items, "num-tokens": items * settings.data.max_length}
+    return ReportedCounts(counts)
 
 
 class RoundEnd:
@@ -243,7 +246,8 @@ def _run(grid: Grid, settings: Settings, job: Job, roster: Roster, initial_state
                   + (f", train entities {entry['train-entities']}" if "train-entities" in entry else ""), flush=True)
         random.seed(settings.run.seed)  # Flower samples clients with the global `random`
         np.random.seed(settings.run.seed)
-        strategy = build_strategy(settings, recorder, initial_state, job, reported_counts(roster, settings))
+        strategy = build_strategy(settings, recorder, initial_state, job,
+                                  reported_counts(roster, settings, job.task.training_items))
         strategy.limit_to_nodes(roster.nodes)  # a node that connects later described no site: it is not sampled
         round_end.strategy = strategy
         arrays, done, driver, evaluate_fn = initial_state, 0, strategy, round_end

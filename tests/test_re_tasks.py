@@ -232,6 +232,8 @@ def check_run(run_dir, relation_key):
     assert summary["typed-strict-micro-f1-per-round"] == pytest.approx(f1)
     sites = json.loads((run_dir / "sites.json").read_text())
     assert all(sum(s["train-relations"].values()) > 0 for s in sites) and relation_key(sites)
+    # honest sites: what each claims as its weight is what it reported before round 1, in the task's own unit
+    assert all(not r.get("clips") and not r.get("clipped") for r in records), [r.get("clipped") for r in records]
     return records
 
 
@@ -242,6 +244,12 @@ def test_encoder_federation_over_two_natural_sites(tmp_path):
     run_in_process({**TINY_RE_ENCODER, "run.results-dir": str(tmp_path), "run.name": "re-enc"})
     records = check_run(tmp_path / "re-enc", lambda sites: {"CID"} == set(sites[0]["train-relations"]))
     assert all(len(r["clients"]) == 2 for r in records[1:])
+    # the classifier trains on candidate pairs, more than the site's documents: that is the weight each claims
+    sites = json.loads((tmp_path / "re-enc" / "sites.json").read_text())
+    pairs = {s["site"]: s["train-candidate-pairs"] for s in sites}
+    assert all(pairs[s] > s_["train-examples"] for s, s_ in zip(pairs, sites))
+    for r in records[1:]:
+        assert {c["site"]: c["num-examples"] for c in r["clients"]} == pairs
 
 
 @pytest.mark.slow

@@ -58,6 +58,7 @@ class Task(Protocol):
     head: ClassVar[str]  # the model head it trains: "token", "sequence" (encoders) or "" (a causal LM's own)
     trainer_name: ClassVar[str]
     primary_metric: ClassVar[str]  # the headline of score()
+    training_items: ClassVar[str]  # the site statistic that counts the rows tokenize() makes (see TaskBase)
     settings: Settings
     labels: list[str]  # the classes of an encoder's head (empty for a causal LM)
 
@@ -109,6 +110,9 @@ class TaskBase:
     head: ClassVar[str]
     trainer_name: ClassVar[str]
     primary_metric: ClassVar[str]
+    # the site statistic (data/sites.py, `train-<this>`) that counts the rows `tokenize` makes of a site's training
+    # rows: the unit of a reply's `num-examples`, against which strategy.weight-cap caps it
+    training_items: ClassVar[str] = "examples"
     labels: list[str]
 
     def __init__(self, settings: Settings, vocabulary: list[str]):

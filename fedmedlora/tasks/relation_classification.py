@@ -99,6 +99,7 @@ class RelationClassificationTask(TaskBase):
     head = "sequence"
     trainer_name = "transformers.Trainer"
     primary_metric = "typed-strict-micro-f1"
+    training_items = "candidate-pairs"  # one classified row per marked pair, not per sentence
 
     def __init__(self, settings: Settings, labels: list[str]):
         super().__init__(settings, checked_relation_labels(settings, labels))
