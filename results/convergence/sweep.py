@@ -76,6 +76,8 @@ def variants(setting: str) -> dict[str, dict[str, Any]]:
             "fedavg lr 5e-4": {"strategy.name": "fedavg", "train.learning-rate-max": 5e-4,
                                 "train.learning-rate-min": 5e-4},
             "fedavg 10 local steps": {"strategy.name": "fedavg", "train.local-steps": 10},
+            # each site as many steps a round as centralized takes on the pool (3 x 30): sequential progress per round
+            "fedavg 90 local steps": {"strategy.name": "fedavg", "train.local-steps": 90},
             "fedprox mu 0.1": {"strategy.name": "fedprox", "strategy.proximal-mu": 0.1},
         })
     return out
@@ -114,12 +116,21 @@ def summarise(records: list[dict[str, Any]], key: str, mib: list[float], capped:
             "majority-share-per-round": [majority_share(r["server-eval"]["pooled"]) for r in records]}
 
 
+BUDGET_KEYS = ("num-server-rounds", "data.max-eval-examples")
+
+
+def same_budget(recorded: dict[str, Any], config: dict[str, Any]) -> bool:
+    """A finished run is reused only under the cap and evaluation size asked for now (--cap, --eval-examples)."""
+    return all(recorded.get(k) == config[k] for k in BUDGET_KEYS)
+
+
 def federated(config: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     from fedmedlora.launch.grid import run_in_process
     from fedmedlora.recorder import read_metrics
 
     summary = run_dir / "summary.json"
-    if not (summary.exists() and json.loads(summary.read_text())["status"] == "completed"):
+    if not (summary.exists() and json.loads(summary.read_text())["status"] == "completed"
+            and same_budget(json.loads((run_dir / "config.json").read_text())["run-config"], config)):
         if run_dir.exists():
             shutil.rmtree(run_dir)  # an interrupted run starts again
         run_in_process({**config, "run.name": run_dir.name, "run.results-dir": str(run_dir.parent)})
@@ -141,7 +152,7 @@ def baseline(kind: str, config: dict[str, Any], run_dir: Path) -> list[dict[str,
     from fedmedlora.run_config import load_settings
 
     marker = run_dir / "done.json"
-    if not marker.exists():
+    if not (marker.exists() and same_budget(json.loads(marker.read_text()).get("budget", {}), config)):
         if run_dir.exists():
             shutil.rmtree(run_dir)
         start = time.time()
@@ -151,7 +162,8 @@ def baseline(kind: str, config: dict[str, Any], run_dir: Path) -> list[dict[str,
             [runner.single_site(k) for k in range(len(job.sites))]
         marker.write_text(json.dumps({"metric": job.task.primary_metric,
                                       "runs": [r.run_dir.removeprefix("runs/") for r in results],
-                                      "models": [r.model for r in results], "wall-seconds": time.time() - start}))
+                                      "models": [r.model for r in results], "wall-seconds": time.time() - start,
+                                      "budget": {k: config[k] for k in BUDGET_KEYS}}))
     done = json.loads(marker.read_text())
     rows = []
     for name, model in zip(done["runs"], done["models"]):
