@@ -138,9 +138,6 @@ def federated(config: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     done = json.loads(summary.read_text())
     mib = [r["comm"]["total-sent-mib"] + r["comm"]["total-received-mib"] for r in records]
     row = summarise(records, done["primary-metric"], mib, capped="stopped-at-plateau" not in done)
-    if "personalised" in records[-1]:  # FedSA-LoRA: the sites' own scores beside the global adapter's
-        row["personalised-f1-per-round"] = [r.get("personalised", {}).get("pooled", {}).get(row["metric"])
-                                            for r in records]
     return {**row, "wall-seconds": done["wall-seconds"]}
 
 
@@ -191,7 +188,8 @@ def table(rows: list[dict[str, Any]]) -> str:
                   f"Metric: pooled `{group[0]['metric']}` (server-side evaluation); rounds until the plateau rule "
                   f"(capped: the cap of {group[0].get('cap', CAP)} rounds came first); "
                   f"{group[0].get('eval-examples-per-site', COMMON['data.max-eval-examples'])} evaluation examples "
-                  "per site; mean ± std over seeds.", "",
+                  "per site; mean ± std over seeds. fedsa-lora is scored personalised (the global A with each "
+                  "site's own B, on that site's test split: the run's federated evaluation).", "",
                   "| variant | seeds | final F1 | rounds | capped | round to 95% of final | MiB to 95% | MiB total "
                   "| top-class share |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for variant in dict.fromkeys(f"{r['variant']}" + (f" {r['model']}" if "model" in r else "") for r in group):
@@ -201,9 +199,6 @@ def table(rows: list[dict[str, Any]]) -> str:
                          f"{mean_std([r['round-95'] for r in rs], 1)} | {mean_std([r['mib-95'] for r in rs], 2)} | "
                          f"{mean_std([r['mib-per-round'][-1] for r in rs], 2)} | "
                          f"{mean_std([r['majority-share-per-round'][-1] for r in rs], 2)} |")
-            if all(r.get("personalised-f1-per-round") for r in rs):  # FedSA-LoRA: the sites' own models
-                lines.append(f"| {variant}, personalised (global A + each site's B) | {len(rs)} | "
-                             f"{mean_std([r['personalised-f1-per-round'][-1] for r in rs])} | | | | | | |")
         central = [r["final-f1"] for r in group if r["variant"] == "centralized"]
         if central:
             gap = statistics.mean(central) - 0.02
@@ -225,16 +220,15 @@ def plots(rows: list[dict[str, Any]], out_dir: Path) -> None:
     for setting in dict.fromkeys(r["setting"] for r in rows):
         group = [r for r in rows if r["setting"] == setting]
         fig, (by_round, by_mib) = plt.subplots(1, 2, figsize=(13, 5))
-        for variant in dict.fromkeys(r["variant"] for r in group):
-            rs = [r for r in group if r["variant"] == variant and "model" not in r]
-            if not rs:
-                continue
+        label = lambda r: r["variant"] + (f" {r['model']}" if "model" in r else "")  # noqa: E731 (a site's baseline)
+        for variant in dict.fromkeys(label(r) for r in group):
+            rs = [r for r in group if label(r) == variant]
             length = min(len(r["f1-per-round"]) for r in rs)  # mean over seeds up to the shortest run
             f1 = [statistics.mean(r["f1-per-round"][i] for r in rs) for i in range(length)]
             mib = [statistics.mean(r["mib-per-round"][i] for r in rs) for i in range(length)]
-            by_round.plot(range(length), f1, marker=".", label=variant)
+            line, = by_round.plot(range(length), f1, marker=".", label=variant)
             if rs[0]["kind"] == "federated":
-                by_mib.plot(mib, f1, marker=".", label=variant)
+                by_mib.plot(mib, f1, marker=".", label=variant, color=line.get_color())  # the same colour
         by_round.set(xlabel="round", ylabel=f"pooled {group[0]['metric']}", title=f"{setting}: F1 vs round")
         by_mib.set(xlabel="MiB sent and received (cumulative)", ylabel=f"pooled {group[0]['metric']}",
                    title=f"{setting}: F1 vs MiB", xscale="symlog")
