@@ -74,7 +74,7 @@ def variants(setting: str) -> dict[str, dict[str, Any]]:
         out.update({
             "fedavg IID sites": {"strategy.name": "fedavg", "data.partitioning": "iid"},
             "fedavg lr 5e-4": {"strategy.name": "fedavg", "train.learning-rate-max": 5e-4,
-                                "train.learning-rate-min": 5e-4},
+                               "train.learning-rate-min": 5e-4},
             "fedavg 10 local steps": {"strategy.name": "fedavg", "train.local-steps": 10},
             # each site as many steps a round as centralized takes on the pool (3 x 30): sequential progress per round
             "fedavg 90 local steps": {"strategy.name": "fedavg", "train.local-steps": 90},
@@ -180,6 +180,11 @@ def mean_std(values: list[float], digits: int = 4) -> str:
     return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
+def row_label(row: dict[str, Any]) -> str:
+    """A row's line in the table and the plots: the variant, and for a baseline its model (e.g. one site)."""
+    return row["variant"] + (f" {row['model']}" if "model" in row else "")
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     lines = []
     for setting in dict.fromkeys(r["setting"] for r in rows):
@@ -192,8 +197,8 @@ def table(rows: list[dict[str, Any]]) -> str:
                   "site's own B, on that site's test split: the run's federated evaluation).", "",
                   "| variant | seeds | final F1 | rounds | capped | round to 95% of final | MiB to 95% | MiB total "
                   "| top-class share |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        for variant in dict.fromkeys(f"{r['variant']}" + (f" {r['model']}" if "model" in r else "") for r in group):
-            rs = [r for r in group if f"{r['variant']}" + (f" {r['model']}" if "model" in r else "") == variant]
+        for variant in dict.fromkeys(row_label(r) for r in group):
+            rs = [r for r in group if row_label(r) == variant]
             lines.append(f"| {variant} | {len(rs)} | {mean_std([r['final-f1'] for r in rs])} | "
                          f"{mean_std([r['rounds'] for r in rs], 1)} | {sum(r['capped'] for r in rs)}/{len(rs)} | "
                          f"{mean_std([r['round-95'] for r in rs], 1)} | {mean_std([r['mib-95'] for r in rs], 2)} | "
@@ -220,9 +225,8 @@ def plots(rows: list[dict[str, Any]], out_dir: Path) -> None:
     for setting in dict.fromkeys(r["setting"] for r in rows):
         group = [r for r in rows if r["setting"] == setting]
         fig, (by_round, by_mib) = plt.subplots(1, 2, figsize=(13, 5))
-        label = lambda r: r["variant"] + (f" {r['model']}" if "model" in r else "")  # noqa: E731 (a site's baseline)
-        for variant in dict.fromkeys(label(r) for r in group):
-            rs = [r for r in group if label(r) == variant]
+        for variant in dict.fromkeys(row_label(r) for r in group):
+            rs = [r for r in group if row_label(r) == variant]
             length = min(len(r["f1-per-round"]) for r in rs)  # mean over seeds up to the shortest run
             f1 = [statistics.mean(r["f1-per-round"][i] for r in rs) for i in range(length)]
             mib = [statistics.mean(r["mib-per-round"][i] for r in rs) for i in range(length)]
