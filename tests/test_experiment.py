@@ -13,8 +13,8 @@ import pytest
 from fedmedlora.experiment.cli import main, make_plan, parser
 from fedmedlora.experiment.federated import federated_config, read_federated_run
 from fedmedlora.experiment.baselines import centralized_settings
-from fedmedlora.experiment.report import (CSV_COLUMNS, ModelResult, RoundScores, markdown_table, table_metrics,
-                                          write_report)
+from fedmedlora.experiment.report import (CSV_COLUMNS, ModelResult, RoundScores, markdown_table, plotted_metrics,
+                                          read_csv, replot, table_metrics, write_report)
 from fedmedlora.settings import ConfigError, parse_run_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,6 +92,32 @@ def test_write_report_writes_table_csv_and_plot_atomically(tmp_path):
     assert [(int(r["round"]), float(r["value"])) for r in pick] == [(0, 0.05), (1, 0.45), (2, 0.6)]
     assert {r["eval_site"] for r in rows} == {*SITES, "pooled"}
     assert (tmp_path / "f1_per_round.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plots_show_the_test_loss_beside_a_non_loss_headline():
+    results = _fake_results()
+    assert plotted_metrics(results, "strict-f1") == ["strict-f1", "loss"]
+    assert plotted_metrics(results, "loss") == ["loss"]
+    no_loss = [ModelResult("centralized", "all sites pooled", [RoundScores(1, {"strict-f1": 0.5}, {})])]
+    assert plotted_metrics(no_loss, "strict-f1") == ["strict-f1"]
+
+
+def test_results_csv_reads_back_into_the_models_and_replots(tmp_path):
+    results = _fake_results()
+    results[3].rounds[-1].benchmarks = {"pubmedqa": {"generate-accuracy": 0.5, "unparseable": 3.0},
+                                        "mean": {"generate-accuracy": 0.5}}
+    write_report(tmp_path, results, site_names=SITES, primary="strict-f1", header="# fake", title="fake", rounds=2)
+    back = read_csv(tmp_path / "results.csv", SITES)
+    assert [(r.setting, r.model) for r in back] == [(r.setting, r.model) for r in results]
+    for got, want in zip(back, results):
+        assert [(s.round, s.pooled, s.sites, s.benchmarks) for s in got.rounds] == \
+            [(s.round, s.pooled, s.sites, s.benchmarks) for s in want.rounds]
+    (tmp_path / "config.json").write_text(json.dumps({
+        "name": "fake", "primary-metric": "strict-f1", "sites": [{"name": n} for n in SITES],
+        "run-config": {"data.task": "ner", "model.name": "m", "num-server-rounds": 2}}))
+    (tmp_path / "accuracy_per_round.png").unlink()
+    assert replot(tmp_path) == [tmp_path / "f1_per_round.png", tmp_path / "accuracy_per_round.png"]
+    assert (tmp_path / "accuracy_per_round.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 # --- the federated settings, read back -------------------------------------------------------------------------------

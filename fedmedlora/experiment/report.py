@@ -5,6 +5,7 @@ Every model (zero-shot, one single-site model per site, centralized, one federat
 `ModelResult`: its scores after each round on each site's evaluation split and on the pooled split. `write_report`
 rewrites all three files from the whole list, each atomically (temp file + os.replace), so the experiment calls it
 after every model and a failure later leaves complete files for the models already done.
+`python -m fedmedlora.experiment.report <folder>` redraws a folder's plots from its results.csv.
 """
 
 from __future__ import annotations
@@ -130,6 +131,42 @@ def write_csv(path: Path, results: Sequence[ModelResult]) -> None:
     _atomic_write_text(path, buffer.getvalue())
 
 
+def read_csv(path: Path, site_names: Sequence[str]) -> list[ModelResult]:
+    """`results.csv` back into models (the inverse of `write_csv`, for re-plotting): an `eval_site` that is neither a
+    site nor pooled is a QA benchmark. Wall time and failure status are not in the CSV (table.md keeps them)."""
+    models: dict[tuple[str, str], dict[int, RoundScores]] = {}
+    with open(path, newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            rounds = models.setdefault((row["setting"], row["model"]), {})
+            n = int(row["round"])
+            scores = rounds.setdefault(n, RoundScores(n, {}, {name: {} for name in site_names}))
+            target = row["eval_site"]
+            bucket = (scores.pooled if target == POOLED else scores.sites[target] if target in scores.sites
+                      else scores.benchmarks.setdefault(target, {}))
+            bucket[row["metric"]] = float(row["value"])
+    return [ModelResult(setting, model, rounds=[rounds[n] for n in sorted(rounds)])
+            for (setting, model), rounds in models.items()]
+
+
+def replot(out_dir: Path) -> list[Path]:
+    """Redraw an experiment folder's plots from its results.csv and config.json (after a change to the plots)."""
+    import json
+
+    out_dir = Path(out_dir)
+    config = json.loads((out_dir / "config.json").read_text(encoding="utf-8"))
+    results = read_csv(out_dir / "results.csv", [site["name"] for site in config["sites"]])
+    run_config = config["run-config"]
+    title = f"{config['name']}: {run_config['data.task']}, {run_config['model.name']}"
+    rounds = int(run_config["num-server-rounds"])
+    written = [out_dir / "f1_per_round.png"]
+    write_plot(written[0], results, config["primary-metric"], title, rounds)
+    if _benchmark_names(results):
+        written.append(out_dir / "accuracy_per_round.png")
+        write_accuracy_plot(written[-1], results, title, rounds)
+    return written
+
+
+
 def _line_label(r: ModelResult) -> str:
     if r.setting == "single-site":
         return f"single-site ({r.model})"
@@ -149,24 +186,34 @@ def _plot_rounds(ax: Any, r: ModelResult, points: list[tuple[int, float]], round
     ax.plot(xs, ys, marker="o", label=_line_label(r) + ("" if r.status == "completed" else " (failed)"))
 
 
+def plotted_metrics(results: Sequence[ModelResult], primary: str) -> list[str]:
+    """The panels of f1_per_round.png: the headline score and, when it is not the loss, the pooled test loss beside
+    it (a generative model's F1 can dip in a round its loss still falls)."""
+    available = set(_available_metrics(results))
+    return [primary, *(["loss"] if primary != "loss" and "loss" in available else [])]
+
+
 def write_plot(path: Path, results: Sequence[ModelResult], primary: str, title: str, rounds: int) -> None:
-    """Pooled headline score per round, one line per model; zero-shot as a dashed level (it is not trained)."""
+    """Pooled headline score (and test loss) per round, one line per model; zero-shot as a dashed level (it is not
+    trained)."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display on servers
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=120)
-    for r in results:
-        points = [(s.round, s.pooled.get(primary)) for s in r.rounds if s.pooled.get(primary) is not None]
-        _plot_rounds(ax, r, points, rounds)
-    ax.set_xlabel("round")
-    ax.set_ylabel(f"{primary} (pooled)")
-    ax.set_xticks(range(0, max(rounds, 1) + 1))
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8, loc="best")
+    metrics = plotted_metrics(results, primary)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(7.5 * len(metrics) ** 0.8, 4.5), dpi=120, squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for r in results:
+            points = [(s.round, s.pooled.get(metric)) for s in r.rounds if s.pooled.get(metric) is not None]
+            _plot_rounds(ax, r, points, rounds)
+        ax.set_xlabel("round")
+        ax.set_ylabel(f"{metric} (pooled)")
+        ax.set_xticks(range(0, max(rounds, 1) + 1))
+        ax.grid(alpha=0.3)
+    if axes[0][0].get_legend_handles_labels()[0]:
+        axes[0][0].legend(fontsize=8, loc="best")
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     tmp = path.with_name(path.name + ".tmp")
     fig.savefig(tmp, format="png")
@@ -214,3 +261,11 @@ def write_report(out_dir: Path, results: Sequence[ModelResult], *, site_names: S
     write_plot(out_dir / "f1_per_round.png", results, primary, title, rounds)
     if _benchmark_names(results):
         write_accuracy_plot(out_dir / "accuracy_per_round.png", results, title, rounds)
+
+
+if __name__ == "__main__":  # python -m fedmedlora.experiment.report <experiment folder>...
+    import sys
+
+    for folder in sys.argv[1:]:
+        for written_path in replot(Path(folder)):
+            print(written_path)
