@@ -14,7 +14,7 @@ from fedmedlora.experiment.cli import main, make_plan, parser
 from fedmedlora.experiment.federated import federated_config, read_federated_run
 from fedmedlora.experiment.baselines import centralized_settings
 from fedmedlora.experiment.report import (CSV_COLUMNS, ModelResult, RoundScores, markdown_table, plotted_metrics,
-                                          read_csv, replot, table_metrics, write_report)
+                                          read_csv, recorded_models, replot, set_aside, table_metrics, write_report)
 from fedmedlora.settings import ConfigError, parse_run_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,7 +79,7 @@ def test_write_report_writes_table_csv_and_plot_atomically(tmp_path):
                  title="fake", rounds=2)
     write_report(tmp_path, results, site_names=SITES, primary="strict-f1", header="# fake\n\nCommand: `x`",
                  title="fake", rounds=2)  # rewritten as models finish
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["f1_per_round.png", "results.csv", "table.md"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f1_per_round.png", "models.json", "results.csv", "table.md"]
     table = (tmp_path / "table.md").read_text()
     assert table.startswith("# fake\n\nCommand: `x`\n\n| setting |") and table.count("\n| federated |") == 2
     with open(tmp_path / "results.csv", newline="") as fh:
@@ -120,6 +120,32 @@ def test_results_csv_reads_back_into_the_models_and_replots(tmp_path):
     assert (tmp_path / "accuracy_per_round.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_recorded_models_read_back_from_models_json_or_an_older_table(tmp_path):
+    results = _fake_results()
+    write_report(tmp_path, results, site_names=SITES, primary="strict-f1", header="# fake", title="fake", rounds=2)
+    back = recorded_models(tmp_path, SITES)
+    assert [(r.setting, r.model, r.status, r.wall_seconds, r.run_dir) for r in back] == \
+        [(r.setting, r.model, r.status, r.wall_seconds, r.run_dir) for r in results]
+    assert back[3].final.pooled == results[3].final.pooled
+    (tmp_path / "models.json").unlink()  # a folder written before models.json: table.md's rows say the same
+    legacy = recorded_models(tmp_path, SITES)
+    assert [(r.setting, r.model, r.status, r.wall_seconds) for r in legacy] == \
+        [(r.setting, r.model, r.status, round(r.wall_seconds)) for r in results]
+    assert recorded_models(tmp_path / "nothing", SITES) == []
+
+
+def test_set_aside_never_overwrites_an_earlier_attempt(tmp_path):
+    assert set_aside(tmp_path / "federated-fedavg") is None
+    for n in (1, 2):
+        (tmp_path / "federated-fedavg").mkdir()
+        (tmp_path / "federated-fedavg" / "metrics.jsonl").write_text(str(n))
+        (tmp_path / "federated-fedavg.log").write_text(f"log {n}")
+        assert set_aside(tmp_path / "federated-fedavg") == tmp_path / f"federated-fedavg.failed-{n}"
+    assert (tmp_path / "federated-fedavg.failed-1" / "metrics.jsonl").read_text() == "1"
+    assert (tmp_path / "federated-fedavg.failed-2.log").read_text() == "log 2"
+    assert not (tmp_path / "federated-fedavg").exists()
+
+
 # --- the federated settings, read back -------------------------------------------------------------------------------
 def _fake_run(run_dir: Path, names: list[str], rounds: int) -> None:
     run_dir.mkdir(parents=True)
@@ -152,6 +178,31 @@ def test_federated_config_changes_only_strategy_and_where_it_writes(tmp_path):
     out = federated_config(config, "fed-medlora-plus", tmp_path)
     assert out == {"num-server-rounds": 3, "strategy.name": "fed-medlora-plus", "run.results-dir": str(tmp_path),
                    "run.name": "federated-fed-medlora-plus"}
+
+
+def test_a_stopped_federated_run_continues_from_its_state_on_resume(tmp_path, monkeypatch):
+    from fedmedlora.experiment import federated
+    from fedmedlora.run_state import STATE_DIR
+    from fedmedlora.settings import load_toml_overrides
+
+    launched = []
+
+    def fake_launch(app_dir, configs, stream_to):
+        launched.append(load_toml_overrides(configs[0]))
+        stream_to.write("simulated\n")
+        return 1
+
+    monkeypatch.setattr(federated, "launch", fake_launch)
+    _fake_run(tmp_path / "federated-fedavg", SITES, rounds=1)
+    (tmp_path / "federated-fedavg.log").write_text("first attempt\n")
+    (tmp_path / "federated-fedavg" / STATE_DIR).mkdir()
+    (tmp_path / "federated-fedavg" / STATE_DIR / "round_1.json").write_text("{}")
+    federated.run_federated(tmp_path, {"num-server-rounds": 3}, "fedavg", tmp_path, SITES, resume=True)
+    assert launched[-1]["run.resume"] is True and not (tmp_path / "federated-fedavg.failed-1").exists()
+    assert (tmp_path / "federated-fedavg.log").read_text() == "first attempt\nsimulated\n"  # appended
+    (tmp_path / "federated-fedavg" / STATE_DIR / "round_1.json").unlink()  # nothing to continue from: set aside
+    federated.run_federated(tmp_path, {"num-server-rounds": 3}, "fedavg", tmp_path, SITES, resume=True)
+    assert "run.resume" not in launched[-1] and (tmp_path / "federated-fedavg.failed-1" / "metrics.jsonl").exists()
 
 
 # --- what the settings train on ---------------------------------------------------------------------------------
@@ -197,6 +248,29 @@ def test_plan_names_every_problem_before_any_work(tmp_path, monkeypatch):
         _plan(tmp_path, "--name", "new", "-c", "train.local-stepz=3")
 
 
+def test_resume_needs_the_same_run_config(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(ROOT)
+    plan = _plan(tmp_path, "--name", "x")
+    (tmp_path / "x").mkdir()
+    earlier = {**plan.settings.as_dict(), "train.local-steps": 7, "evaluate.retired-option": 1}
+    del earlier["strategy.norm-bound"]
+    (tmp_path / "x" / "config.json").write_text(json.dumps({"run-config": earlier, "command": "first"}))
+    with pytest.raises(ConfigError) as err:
+        _plan(tmp_path, "--name", "x")
+    assert "add --resume to continue it" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        _plan(tmp_path, "--name", "x", "--resume")
+    assert "key 'train.local-steps' = 30, but" in str(err.value) and "was run with 7" in str(err.value)
+    assert "norm-bound" not in str(err.value)  # a key the earlier code did not have is named, not refused
+    resumed = _plan(tmp_path, "--name", "x", "--resume", "-c", "train.local-steps=7")
+    assert resumed.resume and resumed.earlier["command"] == "first"
+    assert "evaluate.retired-option, strategy.norm-bound" in capsys.readouterr().err
+    (tmp_path / "y").mkdir()
+    (tmp_path / "y" / "notes.txt").write_text("not an experiment")
+    with pytest.raises(ConfigError, match="has no config.json"):
+        _plan(tmp_path, "--name", "y", "--resume")
+
+
 def test_main_exits_2_on_a_bad_config(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(ROOT)
     code = main(["-c", "conf/ner-natural.toml", "-c", "data.num-sites=3", "--name", "x", "--output", str(tmp_path),
@@ -223,19 +297,33 @@ TINY = ("data.max-train-examples=32 data.max-eval-examples=16 train.local-steps=
 def test_tiny_experiment_every_setting(tmp_path, monkeypatch):
     """Zero-shot, single-site and centralized in process, FedAvg through `fedmedlora run`, on 2 natural sites."""
     monkeypatch.chdir(ROOT)
-    code = main(["-c", "conf/ner-natural.toml", "-c", TINY, "--name", "tiny", "--output", str(tmp_path)])
+    first = ["-c", "conf/ner-natural.toml", "-c", TINY, "--name", "tiny", "--output", str(tmp_path)]
+    code = main([*first, "--settings", "zero-shot,single-site,centralized"])
     out = tmp_path / "tiny"
     assert code == 0, (out / "table.md").read_text() if (out / "table.md").exists() else "no table"
-    assert {p.name for p in out.iterdir()} == {"config.json", "table.md", "results.csv", "f1_per_round.png", "runs"}
+    zero_shot_record = (out / "runs" / "zero-shot" / "metrics.jsonl").read_text()
+    # The federated model added later with --resume (the baselines are kept, not rerun), past a leftover folder of an
+    # attempt that never saved a state (kept aside, not overwritten).
+    (out / "runs" / "federated-fedavg").mkdir()
+    (out / "runs" / "federated-fedavg" / "metrics.jsonl").write_text("{}\n")
+    code = main([*first, "--settings", "zero-shot,federated", "--resume"])
+    assert code == 0, (out / "table.md").read_text()
+    assert {p.name for p in out.iterdir()} == {"config.json", "table.md", "results.csv", "models.json",
+                                               "f1_per_round.png", "runs"}
+    assert (out / "runs" / "federated-fedavg.failed-1" / "metrics.jsonl").read_text() == "{}\n"
+    assert (out / "runs" / "zero-shot" / "metrics.jsonl").read_text() == zero_shot_record
     config = json.loads((out / "config.json").read_text())
     assert config["run-config"]["num-server-rounds"] == 2 and config["centralized"]["train.local-steps"] == 4
     assert [s["name"] for s in config["sites"]] == SITES
+    assert config["settings"] == ["zero-shot", "single-site", "centralized", "federated"] and len(config["commands"]) == 2
 
     table = (out / "table.md").read_text()
     assert "Command (from the project root): `python -m fedmedlora.experiment -c conf/ner-natural.toml" in table
-    for row in ("| zero-shot | - |", "| single-site | bc5cdr |", "| single-site | ncbi_disease |",
-                "| centralized | all sites pooled |", "| federated | fedavg |"):
-        assert row in table
+    assert "Continued with: `python -m fedmedlora.experiment -c conf/ner-natural.toml" in table
+    rows = [line.split("|")[1:3] for line in table.splitlines() if line.startswith("| ") and "---" not in line]
+    assert [(a.strip(), b.strip()) for a, b in rows[1:]] == [
+        ("zero-shot", "-"), ("single-site", "bc5cdr"), ("single-site", "ncbi_disease"),
+        ("centralized", "all sites pooled"), ("federated", "fedavg")]
 
     with open(out / "results.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))

@@ -145,10 +145,13 @@ class Baselines:
         return ModelResult("zero-shot", "-", [round_scores(self.job, 0, result)], wall_seconds=seconds,
                            run_dir="runs/zero-shot")
 
+    def single_site_run_name(self, site_id: int) -> str:
+        return f"single-site-{site_id}-{self.job.sites[site_id].name}"
+
     def single_site(self, site_id: int) -> ModelResult:
         site = self.job.sites[site_id]
         return self._train_rounds(label=f"single-site {site.name}", setting="single-site", model_name=site.name,
-                                  run_name=f"single-site-{site_id}-{site.name}", settings=self.settings,
+                                  run_name=self.single_site_run_name(site_id), settings=self.settings,
                                   dataset=self.job.tokenized(site_id, "train"), seed_site=site_id)
 
     def centralized(self) -> ModelResult:

@@ -2,7 +2,7 @@
 
     fedmedlora experiment --run-config conf/ner-natural.toml [--run-config "k=v ..."] --name NAME \\
         [--settings zero-shot,single-site,centralized,federated] [--strategies fedavg,fed-medlora-plus] \\
-        [--output results] [--app-dir .]
+        [--output results] [--app-dir .] [--resume]
     python -m fedmedlora.experiment ...   (the same)
 
 The run config is merged and validated exactly as `fedmedlora run` does it (app defaults, then each --run-config in
@@ -31,6 +31,11 @@ Output, `<output>/<name>/`, rewritten after each model so a late failure keeps w
     f1_per_round.png     the pooled headline metric per round, one line per model
     runs/                raw records: <model>/metrics.jsonl and final peft_<round>/ for the in-process settings,
                          federated-<strategy>/ (a whole `fedmedlora run` results folder), its .toml and .log
+    models.json          each model's status, wall seconds and raw-record folder (what --resume reads)
+--resume continues or extends an experiment folder with the same run config: a model it completed is kept as
+recorded and not run again; one that failed or was never run is run now (a stopped federated run continues from its
+saved state; any other leftover folder of it is kept aside as `<name>.failed-<n>`). So settings or strategies can be
+added to an experiment later, and a crash costs only the model it interrupted. table.md lists every command.
 Wall seconds: an in-process model's training and scoring of its rounds (zero-shot: scoring it once); a federated
 model's whole `fedmedlora run`, start-up and round-0 scoring included. Exit code 0 when every model completed,
 1 when one failed (the others still run), 2 for a config error (before any work).
@@ -68,6 +73,8 @@ class Plan:
     strategies: list[str]
     command: str
     sites: Any = None  # the sites preflight formed (the job reuses them)
+    resume: bool = False  # continue the experiment already in out_dir (same run config)
+    earlier: dict[str, Any] | None = None  # that experiment's config.json
 
 
 def _split_list(text: str) -> list[str]:
@@ -108,15 +115,48 @@ def make_plan(args: argparse.Namespace, command: str) -> Plan:
         if len(set(strategies)) != len(strategies):
             problems.append(f"--strategies {args.strategies!r}: a strategy is named twice")
     out_dir = Path(args.output).resolve() / name
-    if out_dir.exists() and any(out_dir.iterdir()):
-        problems.append(f"--name {name!r}: {out_dir} already holds an experiment; choose another name or remove it")
+    earlier = None
+    if args.resume:
+        earlier, resume_problems = _earlier_experiment(out_dir, settings)
+        problems.extend(resume_problems)
+    elif out_dir.exists() and any(out_dir.iterdir()):
+        problems.append(f"--name {name!r}: {out_dir} already holds an experiment; choose another name, remove it, or "
+                        "add --resume to continue it with the same run config")
     # model, LoRA targets, every data file, the sites (the runs write under out_dir, checked above)
     checked = check_run(settings, where="this machine", results=False)
     problems.extend(checked.problems)
     if problems:
         raise ConfigError(problems, "experiment")
     return Plan(name, out_dir, app_dir, config, settings, [s for s in SETTINGS if s in which], strategies, command,
-                checked.sites)
+                checked.sites, resume=args.resume, earlier=earlier)
+
+
+def _earlier_experiment(out_dir: Path, settings: Settings) -> tuple[dict[str, Any] | None, list[str]]:
+    """(the config.json of the experiment --resume continues, problems): it must exist and have this run config
+    (only the keys a resumed run may change can differ). A key only one of the two has (the code gained or dropped
+    an option since) is named on stderr, not refused: its default is what the new models run with."""
+    import json
+
+    from ..resume import ADJUSTABLE
+
+    path = out_dir / "config.json"
+    if not path.is_file():
+        if out_dir.exists() and any(out_dir.iterdir()):
+            return None, [f"--resume: {out_dir} has no config.json: it is not an experiment folder"]
+        return None, []  # nothing there yet: a new experiment
+    try:
+        earlier = json.loads(path.read_text(encoding="utf-8"))
+        original = earlier["run-config"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
+        return None, [f"--resume: {path} cannot be read ({err})"]
+    now = settings.as_dict()
+    one_sided = sorted(set(now) ^ set(original))
+    if one_sided:
+        print(f"fedmedlora experiment --resume: keys {', '.join(one_sided)} are not in both this run config and "
+              f"{path} (options added or removed since); the models run now use today's defaults", file=sys.stderr)
+    return earlier, [f"--resume: key '{key}' = {now[key]!r}, but {path} was run with {original[key]!r}"
+                     for key in sorted(set(now) & set(original))
+                     if key not in ADJUSTABLE and now[key] != original[key]]
 
 
 def _local_work(settings: Settings) -> str:
@@ -147,7 +187,8 @@ def header(plan: Plan, job: Any, site_stats: list[dict[str, Any]]) -> str:
     lines = [
         f"# Experiment `{plan.name}`: {', '.join(plan.which)}",
         "",
-        f"Command (from the project root): `{plan.command}`",
+        *(f"Command (from the project root): `{command}`" if i == 0 else f"Continued with: `{command}`"
+          for i, command in enumerate(commands(plan))),
         "",
         f"- Model `{s.model.name}` ({job.family}, {job.task.trainer_name}), LoRA r={s.lora.r}, alpha={s.lora.alpha:g} "
         f"on `{s['lora.target-modules']}`; task `{s.data.task}`; datasets `{s['data.datasets']}`.",
@@ -179,6 +220,17 @@ def header(plan: Plan, job: Any, site_stats: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def commands(plan: Plan) -> list[str]:
+    """Every command that wrote the experiment folder, the first first."""
+    earlier = (plan.earlier or {}).get("commands") or ([plan.earlier["command"]] if plan.earlier else [])
+    return [*earlier, plan.command]
+
+
+def _merged(earlier: list[str], now: list[str], order: tuple[str, ...] | None = None) -> list[str]:
+    merged = [*earlier, *(x for x in now if x not in earlier)]
+    return sorted(merged, key=order.index) if order else merged
+
+
 def _write_config(plan: Plan, job: Any, site_stats: list[dict[str, Any]]) -> None:
     from ..recorder import _versions, write_json_atomic
     from .baselines import centralized_settings
@@ -186,12 +238,14 @@ def _write_config(plan: Plan, job: Any, site_stats: list[dict[str, Any]]) -> Non
     central = centralized_settings(plan.settings)
     write_json_atomic(plan.out_dir / "config.json", {
         "name": plan.name,
-        "command": plan.command,
+        "command": commands(plan)[0],
+        "commands": commands(plan),
         "argv": sys.argv,
         "cwd": str(Path.cwd()),
         "app-dir": str(plan.app_dir),
-        "settings": plan.which,
-        "strategies": plan.strategies if "federated" in plan.which else [],
+        "settings": _merged((plan.earlier or {}).get("settings", []), plan.which, SETTINGS),
+        "strategies": _merged((plan.earlier or {}).get("strategies", []),
+                              plan.strategies if "federated" in plan.which else []),
         "run-config": plan.settings.as_dict(),
         "federated-overrides": "strategy.name, run.results-dir and run.name per strategy: runs/federated-<s>.toml",
         "centralized": {"train.local-steps": central.train.local_steps,
@@ -204,7 +258,9 @@ def _write_config(plan: Plan, job: Any, site_stats: list[dict[str, Any]]) -> Non
         "versions": _versions(),
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
-        "started": datetime.now().isoformat(timespec="seconds"),
+        "started": (plan.earlier or {}).get("started") or datetime.now().isoformat(timespec="seconds"),
+        **({"continued": [*(plan.earlier or {}).get("continued", []), datetime.now().isoformat(timespec="seconds")]}
+           if plan.earlier else {}),
     })
 
 
@@ -214,7 +270,7 @@ def run_experiment(plan: Plan, job: Any = None) -> int:
     from ..job import Job
     from .baselines import Baselines
     from .federated import run_federated
-    from .report import ModelResult, write_report
+    from .report import ModelResult, recorded_models, set_aside, write_report
 
     started = time.perf_counter()
     job = job if job is not None else Job(plan.settings)
@@ -225,20 +281,33 @@ def run_experiment(plan: Plan, job: Any = None) -> int:
     runs_dir.mkdir(exist_ok=True)
     _write_config(plan, job, site_stats)
     preamble = header(plan, job, site_stats)
-    results: list[ModelResult] = []
+    # --resume: the models the folder records stay in the table; the completed ones are not run again
+    results: list[ModelResult] = recorded_models(plan.out_dir, site_names) if plan.resume else []
+    done = {(r.setting, r.model) for r in results if r.status == "completed"}
+    strategies = _merged([r.model for r in results if r.setting == "federated"], plan.strategies)
+
+    def place(r: ModelResult) -> tuple[int, int]:  # the table's order: settings, then sites or strategies
+        within = (site_names.index(r.model) if r.setting == "single-site" and r.model in site_names else
+                  strategies.index(r.model) if r.setting == "federated" and r.model in strategies else 0)
+        return SETTINGS.index(r.setting) if r.setting in SETTINGS else len(SETTINGS), within
 
     def report() -> None:
         write_report(plan.out_dir, results, site_names=site_names, primary=job.task.primary_metric,
                      header=preamble, title=f"{plan.name}: {plan.settings.data.task}, {plan.settings.model.name}",
                      rounds=plan.settings.num_server_rounds)
 
-    def attempt(setting: str, model: str, work: Any) -> None:
+    def attempt(setting: str, model: str, work: Any, run_name: str = "") -> None:
+        if (setting, model) in done:
+            print(f"[experiment] {setting} {model}: completed earlier; kept as recorded", flush=True)
+            return
+        if plan.resume and run_name and (aside := set_aside(runs_dir / run_name)):
+            print(f"[experiment] {setting} {model}: its earlier attempt kept as {aside}", flush=True)
         try:
             result = work()
         except Exception as err:  # one model failing must not lose the others; the traceback says why
             traceback.print_exc()
             result = ModelResult(setting, model, status=f"failed: {type(err).__name__}: {err}".splitlines()[0])
-        results.append(result)
+        results[:] = sorted([*(r for r in results if (r.setting, r.model) != (setting, model)), result], key=place)
         report()
         print(f"[experiment] {setting} {model}: {result.status} ({result.wall_seconds:.0f} s); "
               f"{plan.out_dir / 'table.md'} updated", flush=True)
@@ -248,16 +317,17 @@ def run_experiment(plan: Plan, job: Any = None) -> int:
     if {"zero-shot", "single-site", "centralized"} & set(plan.which):
         baselines = Baselines(job, runs_dir)
     if "zero-shot" in plan.which:
-        attempt("zero-shot", "-", baselines.zero_shot)
+        attempt("zero-shot", "-", baselines.zero_shot, "zero-shot")
     if "single-site" in plan.which:
         for site_id, site_name in enumerate(site_names):
-            attempt("single-site", site_name, lambda k=site_id: baselines.single_site(k))
+            attempt("single-site", site_name, lambda k=site_id: baselines.single_site(k),
+                    baselines.single_site_run_name(site_id))
     if "centralized" in plan.which:
-        attempt("centralized", "all sites pooled", baselines.centralized)
+        attempt("centralized", "all sites pooled", baselines.centralized, "centralized")
     if "federated" in plan.which:
-        for strategy in plan.strategies:
-            attempt("federated", strategy,
-                    lambda s=strategy: run_federated(plan.app_dir, plan.config, s, runs_dir, site_names))
+        for strategy in plan.strategies:  # a leftover run folder is handled by run_federated (it may continue)
+            attempt("federated", strategy, lambda s=strategy: run_federated(
+                plan.app_dir, plan.config, s, runs_dir, site_names, resume=plan.resume))
     failed = [f"{r.setting} {r.model}" for r in results if r.status != "completed"]
     print(f"[experiment] done in {time.perf_counter() - started:.0f} s: {len(results) - len(failed)} models completed"
           + (f", failed: {', '.join(failed)}" if failed else "") + f"; see {plan.out_dir / 'table.md'}", flush=True)
@@ -276,6 +346,9 @@ def parser(prog: str) -> argparse.ArgumentParser:
                    help="comma-separated federated strategies (default: the run config's strategy.name)")
     p.add_argument("--output", default="results", help="parent folder of the experiment folder (default: results)")
     p.add_argument("--app-dir", default=".", help="the Flower app folder for the federated runs (default: .)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue or extend the experiment in the folder (same run config): models it completed are "
+                        "kept, the others run")
     return p
 
 

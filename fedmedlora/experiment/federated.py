@@ -18,8 +18,9 @@ from typing import Any, TextIO
 
 from ..launch.launcher import run as launch
 from ..recorder import read_metrics
+from ..run_state import inspect_run
 from ..settings import write_flat_toml
-from .report import ModelResult, RoundScores
+from .report import ModelResult, RoundScores, set_aside
 
 
 class _Tee:
@@ -73,16 +74,28 @@ def read_federated_run(run_dir: Path, strategy: str, site_names: list[str], *, e
 
 
 def run_federated(app_dir: Path, config: dict[str, Any], strategy: str, runs_dir: Path,
-                  site_names: list[str]) -> ModelResult:
-    """One strategy through `fedmedlora run`; returns its scores per round (whatever it recorded if it failed)."""
+                  site_names: list[str], *, resume: bool = False) -> ModelResult:
+    """One strategy through `fedmedlora run`; returns its scores per round (whatever it recorded if it failed).
+    With `resume`, a stopped run of this strategy in `runs_dir` continues from its saved state (`run.resume`); a
+    leftover folder that cannot continue is set aside."""
     runs_dir = Path(runs_dir)
     runs_dir.mkdir(parents=True, exist_ok=True)
     name = run_name(strategy)
+    config = federated_config(config, strategy, runs_dir)
+    continuing = False
+    if resume and (runs_dir / name).exists():
+        folder = inspect_run(runs_dir / name)
+        continuing = folder.status == "unfinished" and folder.state_round is not None
+        if continuing:
+            config["run.resume"] = True
+            print(f"[experiment] federated {strategy}: continuing {folder.describe()}", flush=True)
+        else:
+            set_aside(runs_dir / name)
     config_file = runs_dir / f"{name}.toml"
-    write_flat_toml(federated_config(config, strategy, runs_dir), config_file)
+    write_flat_toml(config, config_file)
     print(f"[experiment] federated {strategy}: fedmedlora run --run-config {config_file}", flush=True)
     start = time.perf_counter()
-    with open(runs_dir / f"{name}.log", "w", encoding="utf-8") as log:
+    with open(runs_dir / f"{name}.log", "a" if continuing else "w", encoding="utf-8") as log:
         code = launch(str(app_dir), [str(config_file)], stream_to=_Tee(sys.stdout, log))
     wall = time.perf_counter() - start
     return read_federated_run(runs_dir / name, strategy, site_names, exit_code=code, wall_seconds=wall)

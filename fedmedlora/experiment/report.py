@@ -23,6 +23,7 @@ POOLED = "pooled"
 # Strict and lenient F1: the scores the study compares (every other score goes to results.csv).
 TABLE_METRICS = ("strict-f1", "lenient-f1")
 CSV_COLUMNS = ("setting", "model", "eval_site", "metric", "value", "round")
+MODELS_FILE = "models.json"
 # Per QA benchmark in the table: FlowerTune's generate accuracy, the loglik accuracy, unparseable generations.
 BENCHMARK_METRICS = (("generate-accuracy", "acc"), ("loglik-accuracy", "loglik acc"), ("unparseable", "unparseable"))
 
@@ -148,6 +149,68 @@ def read_csv(path: Path, site_names: Sequence[str]) -> list[ModelResult]:
             for (setting, model), rounds in models.items()]
 
 
+def write_models(path: Path, results: Sequence[ModelResult]) -> None:
+    """models.json: what results.csv does not hold of each model (status, wall time, raw records), so a resumed
+    experiment knows which models are done."""
+    import json
+
+    _atomic_write_text(path, json.dumps([{"setting": r.setting, "model": r.model, "status": r.status,
+                                          "wall-seconds": r.wall_seconds, "run-dir": r.run_dir} for r in results],
+                                        indent=2) + "\n")
+
+
+def _models_from_table(path: Path) -> list[dict[str, Any]]:
+    """models.json's facts from table.md's rows (setting, model, ..., rounds, wall s), for folders written before
+    models.json existed."""
+    models = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if not line.startswith("| ") or len(cells) < 4 or cells[0] in ("setting", "---"):
+            continue
+        model, _, failure = cells[1].partition(" (failed")
+        models.append({"setting": cells[0], "model": model, "wall-seconds": float(cells[-1]),
+                       "status": f"failed{failure[:-1]}" if failure else "completed", "run-dir": ""})
+    return models
+
+
+def recorded_models(out_dir: Path, site_names: Sequence[str]) -> list[ModelResult]:
+    """The models an experiment folder records, with their scores (results.csv) and facts (models.json, or table.md
+    for older folders), in the order they were written."""
+    import json
+
+    out_dir = Path(out_dir)
+    models_file = out_dir / MODELS_FILE
+    if models_file.is_file():
+        facts = json.loads(models_file.read_text(encoding="utf-8"))
+    elif (out_dir / "table.md").is_file():
+        facts = _models_from_table(out_dir / "table.md")
+    else:
+        return []
+    scores = {(r.setting, r.model): r for r in read_csv(out_dir / "results.csv", site_names)} \
+        if (out_dir / "results.csv").is_file() else {}
+    return [ModelResult(f["setting"], f["model"], scores.get((f["setting"], f["model"]), ModelResult("", "")).rounds,
+                        wall_seconds=float(f["wall-seconds"]), status=f["status"], run_dir=f.get("run-dir", ""))
+            for f in facts]
+
+
+def set_aside(path: Path) -> Path | None:
+    """Move a leftover folder (and its .log/.toml) of a model that runs again to `<name>.failed-<n>`: a rerun
+    never writes over what an earlier attempt left. Returns the new name, None when there was nothing."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    n = 1
+    while path.with_name(f"{path.name}.failed-{n}").exists():
+        n += 1
+    target = path.with_name(f"{path.name}.failed-{n}")
+    os.replace(path, target)
+    for suffix in (".log", ".toml"):
+        sibling = path.with_name(path.name + suffix)
+        if sibling.exists():
+            os.replace(sibling, target.with_name(target.name + suffix))
+    return target
+
+
 def replot(out_dir: Path) -> list[Path]:
     """Redraw an experiment folder's plots from its results.csv and config.json (after a change to the plots)."""
     import json
@@ -253,11 +316,12 @@ def write_accuracy_plot(path: Path, results: Sequence[ModelResult], title: str, 
 
 def write_report(out_dir: Path, results: Sequence[ModelResult], *, site_names: Sequence[str], primary: str,
                  header: str, title: str, rounds: int) -> None:
-    """Rewrite table.md (header + table), results.csv and f1_per_round.png (and accuracy_per_round.png with QA
-    benchmarks) from every model scored so far."""
+    """Rewrite table.md (header + table), results.csv, models.json and f1_per_round.png (and accuracy_per_round.png
+    with QA benchmarks) from every model scored so far."""
     out_dir = Path(out_dir)
     _atomic_write_text(out_dir / "table.md", header.rstrip() + "\n\n" + markdown_table(results, site_names, primary))
     write_csv(out_dir / "results.csv", results)
+    write_models(out_dir / MODELS_FILE, results)
     write_plot(out_dir / "f1_per_round.png", results, primary, title, rounds)
     if _benchmark_names(results):
         write_accuracy_plot(out_dir / "accuracy_per_round.png", results, title, rounds)
