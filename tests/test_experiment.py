@@ -318,6 +318,8 @@ def test_tiny_experiment_every_setting(tmp_path, monkeypatch):
     assert config["settings"] == ["zero-shot", "single-site", "centralized", "federated"] and len(config["commands"]) == 2
 
     table = (out / "table.md").read_text()
+    assert table.startswith("# Experiment `tiny`: zero-shot, single-site, centralized, federated\n")
+    assert "; strategies fedavg." in table  # the header describes the whole folder, not only the last command
     assert "Command (from the project root): `python -m fedmedlora.experiment -c conf/ner-natural.toml" in table
     assert "Continued with: `python -m fedmedlora.experiment -c conf/ner-natural.toml" in table
     rows = [line.split("|")[1:3] for line in table.splitlines() if line.startswith("| ") and "---" not in line]

@@ -185,7 +185,7 @@ def header(plan: Plan, job: Any, site_stats: list[dict[str, Any]]) -> str:
           s.train.learning_rate_max == s.train.learning_rate_min else
           f"{s.train.learning_rate_max:g} to {s.train.learning_rate_min:g} ({s.train.lr_schedule} across rounds)")
     lines = [
-        f"# Experiment `{plan.name}`: {', '.join(plan.which)}",
+        f"# Experiment `{plan.name}`: {', '.join(all_settings(plan))}",
         "",
         *(f"Command (from the project root): `{command}`" if i == 0 else f"Continued with: `{command}`"
           for i, command in enumerate(commands(plan))),
@@ -196,7 +196,7 @@ def header(plan: Plan, job: Any, site_stats: list[dict[str, Any]]) -> str:
         f"- Budget: {s.num_server_rounds} rounds; a round is {_local_work(s)} per client "
         f"(single-site: the same on its own site; centralized: {_local_work(centralized_settings(s))} on the pool); "
         f"learning rate {lr}; federated: {s.clients_per_round} of {s.data.num_sites} sites per round"
-        + (f"; strategies {', '.join(plan.strategies)}" if "federated" in plan.which else "") + ".",
+        + (f"; strategies {', '.join(all_strategies(plan))}" if all_strategies(plan) else "") + ".",
         f"- Sizes: {s.data.max_length} tokens per example (longer ones cut), "
         f"{_cap(s.data.max_train_examples)} training and {_cap(s.data.max_eval_examples)} evaluation examples per "
         f"site; base weights {s.model.dtype}" + (f", {s.model.quantization}-bit" if s.model.quantization else "")
@@ -231,6 +231,15 @@ def _merged(earlier: list[str], now: list[str], order: tuple[str, ...] | None = 
     return sorted(merged, key=order.index) if order else merged
 
 
+def all_settings(plan: Plan) -> list[str]:
+    """The settings the folder holds once this command is done: the earlier commands' and this one's."""
+    return _merged((plan.earlier or {}).get("settings", []), plan.which, SETTINGS)
+
+
+def all_strategies(plan: Plan) -> list[str]:
+    return _merged((plan.earlier or {}).get("strategies", []), plan.strategies if "federated" in plan.which else [])
+
+
 def _write_config(plan: Plan, job: Any, site_stats: list[dict[str, Any]]) -> None:
     from ..recorder import _versions, write_json_atomic
     from .baselines import centralized_settings
@@ -243,9 +252,8 @@ def _write_config(plan: Plan, job: Any, site_stats: list[dict[str, Any]]) -> Non
         "argv": sys.argv,
         "cwd": str(Path.cwd()),
         "app-dir": str(plan.app_dir),
-        "settings": _merged((plan.earlier or {}).get("settings", []), plan.which, SETTINGS),
-        "strategies": _merged((plan.earlier or {}).get("strategies", []),
-                              plan.strategies if "federated" in plan.which else []),
+        "settings": all_settings(plan),
+        "strategies": all_strategies(plan),
         "run-config": plan.settings.as_dict(),
         "federated-overrides": "strategy.name, run.results-dir and run.name per strategy: runs/federated-<s>.toml",
         "centralized": {"train.local-steps": central.train.local_steps,
