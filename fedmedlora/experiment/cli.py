@@ -336,6 +336,7 @@ def run_experiment(plan: Plan, job: Any = None) -> int:
         for strategy in plan.strategies:  # a leftover run folder is handled by run_federated (it may continue)
             attempt("federated", strategy, lambda s=strategy: run_federated(
                 plan.app_dir, plan.config, s, runs_dir, site_names, resume=plan.resume))
+    report()  # also when --resume found every model done: the header then names every command and setting
     failed = [f"{r.setting} {r.model}" for r in results if r.status != "completed"]
     print(f"[experiment] done in {time.perf_counter() - started:.0f} s: {len(results) - len(failed)} models completed"
           + (f", failed: {', '.join(failed)}" if failed else "") + f"; see {plan.out_dir / 'table.md'}", flush=True)
