@@ -34,9 +34,16 @@ def config_differences(run_dir: Path, settings: Settings) -> list[str]:
         original = json.loads(path.read_text())["run-config"]
     except (OSError, json.JSONDecodeError, KeyError) as err:
         return [f"{path}: cannot be read ({err}); the run config it started with is unknown"]
-    now = settings.as_dict()
-    return [f"key '{key}' = {now.get(key)!r}, but the run started with {original.get(key)!r}"
-            for key in sorted(set(now) | set(original))
+    return [f"key '{key}' = {now!r}, but the run started with {then!r}"
+            for key, now, then in changed_keys(original, settings.as_dict())]
+
+
+def changed_keys(original: dict[str, Any], now: dict[str, Any], *, both_only: bool = False
+                 ) -> list[tuple[str, Any, Any]]:
+    """(key, now, then) for every key a resumed run may not change whose value differs; a key only one side has
+    counts as None there, or is skipped with `both_only` (a folder written by older code)."""
+    keys = set(now) & set(original) if both_only else set(now) | set(original)
+    return [(key, now.get(key), original.get(key)) for key in sorted(keys)
             if key not in ADJUSTABLE and now.get(key) != original.get(key)]
 
 

@@ -137,7 +137,7 @@ def _earlier_experiment(out_dir: Path, settings: Settings) -> tuple[dict[str, An
     an option since) is named on stderr, not refused: its default is what the new models run with."""
     import json
 
-    from ..resume import ADJUSTABLE
+    from ..resume import changed_keys
 
     path = out_dir / "config.json"
     if not path.is_file():
@@ -154,9 +154,8 @@ def _earlier_experiment(out_dir: Path, settings: Settings) -> tuple[dict[str, An
     if one_sided:
         print(f"fedmedlora experiment --resume: keys {', '.join(one_sided)} are not in both this run config and "
               f"{path} (options added or removed since); the models run now use today's defaults", file=sys.stderr)
-    return earlier, [f"--resume: key '{key}' = {now[key]!r}, but {path} was run with {original[key]!r}"
-                     for key in sorted(set(now) & set(original))
-                     if key not in ADJUSTABLE and now[key] != original[key]]
+    return earlier, [f"--resume: key '{key}' = {value!r}, but {path} was run with {then!r}"
+                     for key, value, then in changed_keys(original, now, both_only=True)]
 
 
 def _local_work(settings: Settings) -> str:
@@ -278,7 +277,7 @@ def run_experiment(plan: Plan, job: Any = None) -> int:
     from ..job import Job
     from .baselines import Baselines
     from .federated import run_federated
-    from .report import ModelResult, recorded_models, set_aside, write_report
+    from .report import ModelResult, plot_title, recorded_models, set_aside, write_report
 
     started = time.perf_counter()
     job = job if job is not None else Job(plan.settings)
@@ -292,7 +291,7 @@ def run_experiment(plan: Plan, job: Any = None) -> int:
     # --resume: the models the folder records stay in the table; the completed ones are not run again
     results: list[ModelResult] = recorded_models(plan.out_dir, site_names) if plan.resume else []
     done = {(r.setting, r.model) for r in results if r.status == "completed"}
-    strategies = _merged([r.model for r in results if r.setting == "federated"], plan.strategies)
+    strategies = all_strategies(plan)
 
     def place(r: ModelResult) -> tuple[int, int]:  # the table's order: settings, then sites or strategies
         within = (site_names.index(r.model) if r.setting == "single-site" and r.model in site_names else
@@ -301,8 +300,11 @@ def run_experiment(plan: Plan, job: Any = None) -> int:
 
     def report() -> None:
         write_report(plan.out_dir, results, site_names=site_names, primary=job.task.primary_metric,
-                     header=preamble, title=f"{plan.name}: {plan.settings.data.task}, {plan.settings.model.name}",
+                     header=preamble, title=plot_title(plan.name, plan.settings.data.task, plan.settings.model.name),
                      rounds=plan.settings.num_server_rounds)
+
+    if plan.resume:  # the header names every command and setting even if every model is done already
+        report()
 
     def attempt(setting: str, model: str, work: Any, run_name: str = "") -> None:
         if (setting, model) in done:
@@ -336,7 +338,6 @@ def run_experiment(plan: Plan, job: Any = None) -> int:
         for strategy in plan.strategies:  # a leftover run folder is handled by run_federated (it may continue)
             attempt("federated", strategy, lambda s=strategy: run_federated(
                 plan.app_dir, plan.config, s, runs_dir, site_names, resume=plan.resume))
-    report()  # also when --resume found every model done: the header then names every command and setting
     failed = [f"{r.setting} {r.model}" for r in results if r.status != "completed"]
     print(f"[experiment] done in {time.perf_counter() - started:.0f} s: {len(results) - len(failed)} models completed"
           + (f", failed: {', '.join(failed)}" if failed else "") + f"; see {plan.out_dir / 'table.md'}", flush=True)

@@ -188,8 +188,8 @@ def recorded_models(out_dir: Path, site_names: Sequence[str]) -> list[ModelResul
         return []
     scores = {(r.setting, r.model): r for r in read_csv(out_dir / "results.csv", site_names)} \
         if (out_dir / "results.csv").is_file() else {}
-    return [ModelResult(f["setting"], f["model"], scores.get((f["setting"], f["model"]), ModelResult("", "")).rounds,
-                        wall_seconds=float(f["wall-seconds"]), status=f["status"], run_dir=f.get("run-dir", ""))
+    return [ModelResult(f["setting"], f["model"], scores[key].rounds if (key := (f["setting"], f["model"])) in scores
+                        else [], wall_seconds=float(f["wall-seconds"]), status=f["status"], run_dir=f.get("run-dir", ""))
             for f in facts]
 
 
@@ -219,15 +219,13 @@ def replot(out_dir: Path) -> list[Path]:
     config = json.loads((out_dir / "config.json").read_text(encoding="utf-8"))
     results = read_csv(out_dir / "results.csv", [site["name"] for site in config["sites"]])
     run_config = config["run-config"]
-    title = f"{config['name']}: {run_config['data.task']}, {run_config['model.name']}"
-    rounds = int(run_config["num-server-rounds"])
-    written = [out_dir / "f1_per_round.png"]
-    write_plot(written[0], results, config["primary-metric"], title, rounds)
-    if _benchmark_names(results):
-        written.append(out_dir / "accuracy_per_round.png")
-        write_accuracy_plot(written[-1], results, title, rounds)
-    return written
+    return write_plots(out_dir, results, config["primary-metric"],
+                       plot_title(config["name"], run_config["data.task"], run_config["model.name"]),
+                       int(run_config["num-server-rounds"]))
 
+
+def plot_title(name: str, task: str, model: str) -> str:
+    return f"{name}: {task}, {model}"
 
 
 def _line_label(r: ModelResult) -> str:
@@ -322,9 +320,17 @@ def write_report(out_dir: Path, results: Sequence[ModelResult], *, site_names: S
     _atomic_write_text(out_dir / "table.md", header.rstrip() + "\n\n" + markdown_table(results, site_names, primary))
     write_csv(out_dir / "results.csv", results)
     write_models(out_dir / MODELS_FILE, results)
-    write_plot(out_dir / "f1_per_round.png", results, primary, title, rounds)
+    write_plots(out_dir, results, primary, title, rounds)
+
+
+def write_plots(out_dir: Path, results: Sequence[ModelResult], primary: str, title: str, rounds: int) -> list[Path]:
+    """f1_per_round.png, and accuracy_per_round.png when the models were scored on QA benchmarks; the paths written."""
+    written = [Path(out_dir) / "f1_per_round.png"]
+    write_plot(written[0], results, primary, title, rounds)
     if _benchmark_names(results):
-        write_accuracy_plot(out_dir / "accuracy_per_round.png", results, title, rounds)
+        written.append(Path(out_dir) / "accuracy_per_round.png")
+        write_accuracy_plot(written[-1], results, title, rounds)
+    return written
 
 
 if __name__ == "__main__":  # python -m fedmedlora.experiment.report <experiment folder>...
