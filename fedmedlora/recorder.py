@@ -30,10 +30,15 @@ LOG = logging.getLogger(__name__)
 MIB = 1024.0 * 1024.0
 
 
-def write_json_atomic(path: Path, payload: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+def write_text_atomic(path: Path, text: str) -> None:
+    """Readers see the old file or the new one, never half of one (a run killed mid-write loses nothing)."""
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def default_run_name(settings: Settings) -> str:

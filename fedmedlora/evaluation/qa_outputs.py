@@ -20,12 +20,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..data.qa_benchmarks import LEADERBOARD
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+from ..recorder import write_text_atomic
 
 
 class GenerationsFile:

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..recorder import write_text_atomic
 from ..settings.schema import benchmark_sizes
-from .report import _atomic_write_text
 
 MODES = ("generate", "loglik")
 # Which models first: the base, then the federated ones (the comparison the experiment is about), then the rest.
@@ -159,8 +159,8 @@ def csv_text(experiment: Path, models: list[FinalModel]) -> str:
 
 def write_outputs(experiment: Path, models: list[FinalModel], benchmarks: list[tuple[str, int]], command: str
                   ) -> None:
-    _atomic_write_text(experiment / "qa_table.md", table(experiment, models, benchmarks, command))
-    _atomic_write_text(experiment / "qa_results.csv", csv_text(experiment, models))
+    write_text_atomic(experiment / "qa_table.md", table(experiment, models, benchmarks, command))
+    write_text_atomic(experiment / "qa_results.csv", csv_text(experiment, models))
 
 
 def main(argv: list[str] | None = None) -> int:

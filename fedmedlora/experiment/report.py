@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..recorder import write_text_atomic
+
 POOLED = "pooled"
 # Strict and lenient F1: the scores the study compares (every other score goes to results.csv).
 TABLE_METRICS = ("strict-f1", "lenient-f1")
@@ -81,12 +83,6 @@ def _fmt(value: Any, metric: str = "") -> str:
     return f"{value:.0f}" if metric == "unparseable" else f"{value:.4f}"
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def markdown_table(results: Sequence[ModelResult], site_names: Sequence[str], primary: str) -> str:
     """One row per model (final round), columns: each table metric on each site and pooled, each QA benchmark's
     accuracies; rounds; wall time."""
@@ -129,7 +125,7 @@ def write_csv(path: Path, results: Sequence[ModelResult]) -> None:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     writer.writerows(csv_rows(results))
-    _atomic_write_text(path, buffer.getvalue())
+    write_text_atomic(path, buffer.getvalue())
 
 
 def read_csv(path: Path, site_names: Sequence[str]) -> list[ModelResult]:
@@ -154,7 +150,7 @@ def write_models(path: Path, results: Sequence[ModelResult]) -> None:
     experiment knows which models are done."""
     import json
 
-    _atomic_write_text(path, json.dumps([{"setting": r.setting, "model": r.model, "status": r.status,
+    write_text_atomic(path, json.dumps([{"setting": r.setting, "model": r.model, "status": r.status,
                                           "wall-seconds": r.wall_seconds, "run-dir": r.run_dir} for r in results],
                                         indent=2) + "\n")
 
@@ -317,7 +313,7 @@ def write_report(out_dir: Path, results: Sequence[ModelResult], *, site_names: S
     """Rewrite table.md (header + table), results.csv, models.json and f1_per_round.png (and accuracy_per_round.png
     with QA benchmarks) from every model scored so far."""
     out_dir = Path(out_dir)
-    _atomic_write_text(out_dir / "table.md", header.rstrip() + "\n\n" + markdown_table(results, site_names, primary))
+    write_text_atomic(out_dir / "table.md", header.rstrip() + "\n\n" + markdown_table(results, site_names, primary))
     write_csv(out_dir / "results.csv", results)
     write_models(out_dir / MODELS_FILE, results)
     write_plots(out_dir, results, primary, title, rounds)

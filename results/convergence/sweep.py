@@ -57,6 +57,7 @@ def variants(setting: str) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {
         "fedavg": {"strategy.name": "fedavg"},
         "fedavg (product)": {"strategy.name": "fedavg", "strategy.lora-aggregation": "product"},
+        "fed-medlora-plus": {"strategy.name": "fed-medlora-plus"},
         "fedprox": {"strategy.name": "fedprox"},
         "fedadam": {"strategy.name": "fedadam"},
         "fedyogi": {"strategy.name": "fedyogi"},
@@ -129,13 +130,14 @@ def federated(config: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     from fedmedlora.recorder import read_metrics
 
     summary = run_dir / "summary.json"
-    if not (summary.exists() and json.loads(summary.read_text())["status"] == "completed"
+    done = json.loads(summary.read_text()) if summary.exists() else {}
+    if not (done.get("status") == "completed"
             and same_budget(json.loads((run_dir / "config.json").read_text())["run-config"], config)):
         if run_dir.exists():
             shutil.rmtree(run_dir)  # an interrupted run starts again
         run_in_process({**config, "run.name": run_dir.name, "run.results-dir": str(run_dir.parent)})
+        done = json.loads(summary.read_text())
     records = read_metrics(run_dir)
-    done = json.loads(summary.read_text())
     mib = [r["comm"]["total-sent-mib"] + r["comm"]["total-received-mib"] for r in records]
     row = summarise(records, done["primary-metric"], mib, capped="stopped-at-plateau" not in done)
     return {**row, "wall-seconds": done["wall-seconds"]}
@@ -255,6 +257,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--eval-examples", type=int,
                         help=f"evaluation examples per site (default {COMMON['data.max-eval-examples']})")
     args = parser.parse_args(argv)
+    from fedmedlora.recorder import write_text_atomic  # a sweep stopped mid-write keeps the previous results.json
     settings = [s for s in args.settings.split(",") if s]
     seeds = [int(s) for s in args.seeds.split(",") if s]
     out_dir = Path(args.out)
@@ -288,8 +291,9 @@ def main(argv: list[str] | None = None) -> None:
                           "eval-examples-per-site": config["data.max-eval-examples"],
                           "run-dir": str(run_dir.relative_to(ROOT) if run_dir.is_relative_to(ROOT) else run_dir),
                           **r} for r in new]
-                results.write_text(json.dumps({"common": COMMON, "pilot": args.pilot, "rows": rows}, indent=2) + "\n")
-                (out_dir / ("pilot.md" if args.pilot else "table.md")).write_text(table(rows))
+                write_text_atomic(results, json.dumps({"common": COMMON, "pilot": args.pilot, "rows": rows},
+                                                     indent=2) + "\n")
+                write_text_atomic(out_dir / ("pilot.md" if args.pilot else "table.md"), table(rows))
                 if not args.pilot:
                     plots(rows, out_dir)
                 print(f"[sweep] {setting} / {variant} / seed {seed}: final "
