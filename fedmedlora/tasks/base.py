@@ -17,7 +17,8 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Protocol, TypeVar
 
-from ..scoring.count_record import sum_records
+from ..scoring.count_record import scores_from_counts, sum_records
+from ..scoring.typed_scores import TypedScores
 from ..settings import Settings
 
 
@@ -155,3 +156,10 @@ def loss_of(counts: Mapping[str, float]) -> float:
     """Mean loss of a count record, as `Outcome.loss` computes it."""
     return counts.get("loss-sum", 0.0) / max(int(counts.get("loss-count", 0)), 1)
 
+
+def metrics_from_counts(scores_cls: type[TypedScores], counts: Mapping[str, float]) -> dict[str, float]:
+    """A span or relation task's metrics from its count record: every F1 of the scores, the mean loss, examples."""
+    metrics = {k: float(v) for k, v in scores_from_counts(scores_cls, counts).flat().items()}
+    metrics["loss"] = loss_of(counts)
+    metrics["examples"] = float(counts.get("documents", 0))
+    return metrics

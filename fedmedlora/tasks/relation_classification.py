@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..data.relation_fields import NONE_LABEL, relation_labels, union_relation_labels
-from ..scoring.count_record import counts_of, scores_from_counts
+from ..scoring.count_record import counts_of
 from ..scoring.relations import Relation, RelationScores, score_relations
 from ..settings import ConfigError, Settings
-from .base import Outcome, TaskBase, loss_counts, loss_of
+from .base import Outcome, TaskBase, loss_counts, metrics_from_counts
 
 HEAD_MARKERS = ("<< ", " >>")
 TAIL_MARKERS = ("[[ ", " ]]")
@@ -49,10 +49,7 @@ def relation_outcome_counts(outcome: RelationOutcome) -> dict[str, float]:
 
 
 def score_relation_counts(counts: Mapping[str, float]) -> dict[str, float]:
-    metrics = {k: float(v) for k, v in scores_from_counts(RelationScores, counts).flat().items()}
-    metrics["loss"] = loss_of(counts)
-    metrics["examples"] = float(counts.get("documents", 0))
-    return metrics
+    return metrics_from_counts(RelationScores, counts)
 
 
 def mark_pair(text: str, pair: dict[str, Any]) -> tuple[str, list[tuple[int, int]]]:

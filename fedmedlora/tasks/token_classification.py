@@ -12,10 +12,10 @@ from typing import Any
 
 from collections.abc import Mapping
 
-from ..scoring.count_record import counts_of, scores_from_counts
+from ..scoring.count_record import counts_of
 from ..scoring.spans import EntityScores, Span, bio_to_spans, score_spans
 from ..settings import ConfigError, Settings
-from .base import Outcome, TaskBase, loss_counts, loss_of
+from .base import Outcome, TaskBase, loss_counts, metrics_from_counts
 
 IGNORE = -100
 
@@ -48,10 +48,7 @@ def ner_counts(outcome: NerOutcome) -> dict[str, float]:
 
 
 def score_ner_counts(counts: Mapping[str, float]) -> dict[str, float]:
-    metrics = {k: float(v) for k, v in scores_from_counts(EntityScores, counts).flat().items()}
-    metrics["loss"] = loss_of(counts)
-    metrics["examples"] = float(counts.get("documents", 0))
-    return metrics
+    return metrics_from_counts(EntityScores, counts)
 
 
 class TokenClassificationTask(TaskBase):
