@@ -270,9 +270,16 @@ def write_plot(path: Path, results: Sequence[ModelResult], primary: str, title: 
         ax.grid(alpha=0.3)
     if axes[0][0].get_legend_handles_labels()[0]:
         axes[0][0].legend(fontsize=8, loc="best")
+    _save_figure(fig, path, title)
+
+
+def _save_figure(fig: Any, path: Path, title: str) -> None:
+    """Title, layout and an atomic PNG: a plot is the old one or the new one, never half written."""
+    import matplotlib.pyplot as plt
+
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     fig.savefig(tmp, format="png")
     plt.close(fig)
     os.replace(tmp, path)
@@ -300,12 +307,7 @@ def write_accuracy_plot(path: Path, results: Sequence[ModelResult], title: str, 
     axes[0].set_ylabel("accuracy")
     if axes[0].get_legend_handles_labels()[0]:
         axes[0].legend(fontsize=7, loc="best")
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, format="png")
-    plt.close(fig)
-    os.replace(tmp, path)
+    _save_figure(fig, path, title)
 
 
 def write_report(out_dir: Path, results: Sequence[ModelResult], *, site_names: Sequence[str], primary: str,
