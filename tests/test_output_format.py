@@ -18,6 +18,7 @@ from fedmedlora.scoring.output_format import (
 )
 from fedmedlora.scoring.relations import Relation, score_relations
 from fedmedlora.scoring.spans import Span, bio_to_spans
+from fedmedlora.data.conll import read_conll
 from fedmedlora_data import data_path
 
 C, D = "Chemical", "Disease"
@@ -26,23 +27,6 @@ TOKENS = (
     "Famotidine - associated delirium and heart failure in patients given famotidine with congestive heart failure ."
 ).split()
 GOLD = [Span(0, 1, C), Span(3, 4, D), Span(5, 7, D), Span(10, 11, C), Span(12, 15, D)]
-
-
-def read_first_sentences(path, limit: int) -> list[tuple[list[str], list[str]]]:
-    """The first ``limit`` sentences of a CoNLL ``token<TAB>tag`` file."""
-    sentences, tokens, tags = [], [], []
-    with gzip.open(path, "rt", encoding="utf-8") as lines:
-        for line in lines:
-            if line.strip():
-                token, tag = line.rstrip("\n").split("\t")
-                tokens.append(token)
-                tags.append(tag)
-            elif tokens:
-                sentences.append((tokens, tags))
-                tokens, tags = [], []
-                if len(sentences) == limit:
-                    break
-    return sentences
 
 
 def parse(text: str):
@@ -233,7 +217,7 @@ def test_parse_entities_rejects_bad_types():
 
 @pytest.mark.parametrize("corpus,types", [("ncbi_disease", [D]), ("bc5cdr", [C, D])])
 def test_round_trip_on_the_first_200_test_sentences(corpus, types):
-    sentences = read_first_sentences(data_path("ner", corpus, "test.tsv.gz"), 200)
+    sentences = read_conll(data_path("ner", corpus, "test.tsv.gz"))[:200]
     entities = 0
     for tokens, tags in sentences:
         gold = bio_to_spans(tags)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 import random
 
@@ -12,24 +11,8 @@ from seqeval.metrics import f1_score, precision_score, recall_score
 
 from fedmedlora.scoring.matching import match_one_to_one
 from fedmedlora.scoring.spans import Span, bio_to_spans, score_spans, spans_to_bio
+from fedmedlora.data.conll import read_conll
 from fedmedlora_data import data_path
-
-
-def read_first_sentences(path, limit: int) -> list[tuple[list[str], list[str]]]:
-    """The first ``limit`` sentences of a CoNLL ``token<TAB>tag`` file."""
-    sentences, tokens, tags = [], [], []
-    with gzip.open(path, "rt", encoding="utf-8") as lines:
-        for line in lines:
-            if line.strip():
-                token, tag = line.rstrip("\n").split("\t")
-                tokens.append(token)
-                tags.append(tag)
-            elif tokens:
-                sentences.append((tokens, tags))
-                tokens, tags = [], []
-                if len(sentences) == limit:
-                    break
-    return sentences
 
 
 D, C = "Disease", "Chemical"
@@ -247,7 +230,7 @@ def corrupt(tags: list[str], rng: random.Random) -> list[str]:
 
 @pytest.fixture(scope="module")
 def bc5cdr_gold_and_corrupted():
-    sentences = read_first_sentences(data_path("ner", "bc5cdr", "test.tsv.gz"), 300)
+    sentences = read_conll(data_path("ner", "bc5cdr", "test.tsv.gz"))[:300]
     rng = random.Random(20240601)
     gold_tags = [tags for _, tags in sentences]
     pred_tags = [corrupt(tags, rng) for tags in gold_tags]
