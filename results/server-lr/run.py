@@ -26,6 +26,10 @@ RUNS: dict[str, dict[str, Any]] = {
     "fedavg": {"strategy.name": "fedavg"},
     **{f"{name}@{lr:g}": {"strategy.name": name, "strategy.server-learning-rate": lr}
        for lr in (0.01, 0.03, 0.003) for name in ("fedadam", "fedyogi", "fedadagrad")},
+    # tau near the median |update| of a FedAvg round (0.007 on this task, A, B and head alike): coordinates whose
+    # update is below tau move in proportion to it instead of by ~eta each, as with tau = 0.001
+    **{f"{name}@0.1 tau 0.01": {"strategy.name": name, "strategy.server-learning-rate": 0.1, "strategy.tau": 0.01}
+       for name in ("fedadam", "fedyogi", "fedadagrad")},
 }
 
 
@@ -33,7 +37,7 @@ def one(label: str, runs_dir: Path) -> dict[str, Any]:
     from fedmedlora.launch.grid import run_in_process
     from fedmedlora.recorder import read_metrics
 
-    name = "server-lr-" + label.replace("@", "-")
+    name = "server-lr-" + label.replace("@", "-").replace(" ", "-")
     run_dir = runs_dir / name
     summary = run_dir / "summary.json"
     if not (summary.exists() and json.loads(summary.read_text())["status"] == "completed"):
@@ -52,13 +56,14 @@ def main() -> None:
     parser.add_argument("--only", default="", help="comma-separated run labels (default: all)")
     parser.add_argument("--runs-dir", default=str(ROOT / "results" / "runs"))
     args = parser.parse_args()
+    from fedmedlora.recorder import write_text_atomic
     labels = [x for x in args.only.split(",") if x] or list(RUNS)
     out = ROOT / "results" / "server-lr" / "results.json"
     rows = json.loads(out.read_text())["rows"] if out.exists() else []
     for label in labels:
         row = one(label, Path(args.runs_dir))
         rows = [r for r in rows if r["run"] != label] + [row]
-        out.write_text(json.dumps({"base": BASE, "rows": rows}, indent=2) + "\n")  # written as it goes
+        write_text_atomic(out, json.dumps({"base": BASE, "rows": rows}, indent=2) + "\n")  # written as it goes
         print(f"[server-lr] {label}: strict F1 per round {[round(x, 4) for x in row['strict-f1-per-round']]}",
               flush=True)
 
