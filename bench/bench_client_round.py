@@ -81,7 +81,7 @@ def client_rounds(config: dict[str, Any], rounds: int, reload: bool) -> list[dic
 
     def forget() -> None:  # what a process that rebuilds every round starts from
         node_site.forget_sites()
-        resident_module._SLOT.clear()
+        resident_module.forget_resident_model()
 
     forget()
     timer = StepTimer()

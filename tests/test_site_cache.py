@@ -25,7 +25,7 @@ from helpers import TINY_NER
 def _forget_process_memory() -> None:
     """What a new ClientApp process starts without."""
     node_site_module.forget_sites()
-    resident._SLOT.clear()
+    resident.forget_resident_model()
 
 
 @pytest.fixture
@@ -96,21 +96,21 @@ def test_a_converted_base_model_is_saved_once_and_read_back(tmp_path):
     config = {"model.name": "builtin:tiny-llama-micro", "model.dtype": "bfloat16", "lora.target-modules": "q_proj"}
     settings = parse_run_config(config)
     hits = base_cache.cache_hits()
-    resident._SLOT.clear()
+    resident.forget_resident_model()
     first = resident.resident_model(settings, "", [], cache_dir=tmp_path).model
     weights = {k: v.clone() for k, v in first.state_dict().items()}
     assert base_cache.cache_hits() == hits and len(list((tmp_path / "models").iterdir())) == 2  # entry + lock
-    resident._SLOT.clear()
+    resident.forget_resident_model()
     again = resident.resident_model(settings, "", [], cache_dir=tmp_path).model
     assert base_cache.cache_hits() == hits + 1
     for key, value in again.state_dict().items():
         if "lora_" not in key:  # the adapter is drawn afresh; the base must be the same bf16 weights
             assert value.dtype == weights[key].dtype and torch.equal(value, weights[key]), key
-    resident._SLOT.clear()
+    resident.forget_resident_model()
     as_stored = {**config, "model.dtype": "float32"}
     resident.resident_model(parse_run_config(as_stored), "", [], cache_dir=tmp_path / "f32")
     assert not (tmp_path / "f32").exists()  # loaded as stored: nothing to convert, nothing copied
-    resident._SLOT.clear()
+    resident.forget_resident_model()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU 4-bit path (bitsandbytes' CPU backend)")
@@ -120,11 +120,11 @@ def test_a_4bit_base_is_quantized_once_and_read_back_trainable(tmp_path):
     settings = parse_run_config({"model.name": "builtin:tiny-llama-micro", "model.quantization": 4,
                                  "lora.target-modules": "q_proj,v_proj"})
     hits = base_cache.cache_hits()
-    resident._SLOT.clear()
+    resident.forget_resident_model()
     first = resident.resident_model(settings, "", [], cache_dir=tmp_path).model
     packed = {k: v.clone() for k, v in first.state_dict().items() if "lora_" not in k}
     assert any(v.dtype == torch.uint8 for v in packed.values())  # NF4, two weights a byte
-    resident._SLOT.clear()
+    resident.forget_resident_model()
     again = resident.resident_model(settings, "", [], cache_dir=tmp_path).model
     assert base_cache.cache_hits() == hits + 1
     for key, value in again.state_dict().items():
@@ -134,4 +134,4 @@ def test_a_4bit_base_is_quantized_once_and_read_back_trainable(tmp_path):
     again(input_ids=ids, labels=ids).loss.backward()
     grads = [p.grad for n, p in again.named_parameters() if "lora_B" in n]
     assert grads and all(g is not None and g.abs().sum() > 0 for g in grads)
-    resident._SLOT.clear()
+    resident.forget_resident_model()

@@ -45,6 +45,12 @@ def base_model_loads() -> int:
     return _LOADS
 
 
+def forget_resident_model() -> None:
+    """Drop the model this process holds: what a new ClientApp process starts without (tests, benches)."""
+    with _LOCK:
+        _SLOT.clear()
+
+
 def base_model_load_seconds() -> float:
     """Seconds this process has spent loading base models (weights, PEFT wrapper, tokenizer)."""
     return _LOAD_SECONDS
