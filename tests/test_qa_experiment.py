@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from fedmedlora.experiment.cli import main
-from fedmedlora.experiment.qa_eval import final_models, main as qa_eval_main, table
+from fedmedlora.experiment.qa_eval import final_models, main as qa_eval_main, recorded_commands, table
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_QA = ('data.task="instruct" data.datasets="pubmedqa_pool" data.partitioning="dirichlet" '
@@ -83,6 +83,20 @@ def test_final_table_from_eval_summaries(tmp_path):
     entry = {"accuracy": 0.5, "correct": 3, "total": 6, "unparseable": 2, "limit": 6}
     _summary(out / "runs" / "qa-eval" / "zero-shot", "generate", {"pubmedqa": entry, "medqa": {**entry, "accuracy": .25}})
     _summary(out / "runs" / "qa-eval" / "zero-shot", "loglik", {"pubmedqa": {**entry, "accuracy": .75}})
-    text = table(out, models, [("pubmedqa", 6), ("medqa", 4)], "cmd")
+    text = table(out, models, [("pubmedqa", 6), ("medqa", 4)], ["cmd"])
+    assert "Command (from the project root): `cmd`" in text
     assert "| zero-shot | - | 0.5000 | 0.7500 | 2/6 | 0.2500 | n/a | 2/6 | 0.3750 | n/a |" in text
     assert "fedavg" not in text.split("|---|")[1]  # models without scores are not rows
+
+
+def test_the_table_names_every_command_that_scored_its_models(tmp_path):
+    """Rows come from every qa_eval run into the folder (e.g. one model added later), so the header lists them all,
+    in the order first run; running a command again does not list it twice."""
+    out_root = tmp_path / "exp" / "runs" / "qa-eval"
+    first = "python -m fedmedlora.experiment.qa_eval exp --models zero-shot"
+    second = "python -m fedmedlora.experiment.qa_eval exp --models centralized"
+    assert recorded_commands(out_root, first) == [first]
+    assert recorded_commands(out_root, second) == [first, second]
+    assert recorded_commands(out_root, first) == [first, second]
+    text = table(tmp_path / "exp", [], [("pubmedqa", 6)], recorded_commands(out_root, second))
+    assert f"Commands (from the project root), in the order first run:\n\n- `{first}`\n- `{second}`\n" in text

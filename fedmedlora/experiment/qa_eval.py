@@ -21,6 +21,7 @@ import json
 import shlex
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,13 +107,36 @@ def score_model(model: FinalModel, base: str, benchmarks: list[tuple[str, int]],
         print(f"[qa-eval] {model.run}: {name} done in {time.perf_counter() - started:.0f} s", flush=True)
 
 
-def table(experiment: Path, models: list[FinalModel], benchmarks: list[tuple[str, int]], command: str) -> str:
+COMMANDS_FILE = "commands.json"
+
+
+def recorded_commands(out_root: Path, command: str) -> list[str]:
+    """Every qa_eval command that scored models into this folder, in the order first run, this one added: the table
+    holds rows from all of them, so its header names them all (a repeated command is listed once)."""
+    path = out_root / COMMANDS_FILE
+    commands = json.loads(path.read_text()) if path.exists() else []
+    if command not in commands:
+        commands.append(command)
+        out_root.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(path, json.dumps(commands, indent=2) + "\n")
+    return commands
+
+
+def _command_lines(commands: Sequence[str]) -> list[str]:
+    if len(commands) == 1:
+        return [f"Command (from the project root): `{commands[0]}`"]
+    return ["Commands (from the project root), in the order first run:", "",
+            *(f"- `{command}`" for command in commands)]
+
+
+def table(experiment: Path, models: list[FinalModel], benchmarks: list[tuple[str, int]],
+          commands: Sequence[str]) -> str:
     names = [dataset_name(name) for name, _ in benchmarks]
     sizes = ", ".join(f"{n} {s or 'all'}" for n, s in zip(names, (s for _, s in benchmarks)))
     head = ["setting", "model", *(f"{n} {label}" for n in names for label in ("acc", "loglik acc", "unparseable")),
             "average acc", "average loglik acc"]
     lines = [f"# QA accuracy of the final models: `{experiment.name}`", "",
-             f"Command (from the project root): `{command}`", "",
+             *_command_lines(commands), "",
              f"- Questions: {sizes} (`--limit` samples, seed 2024; stratified by gold answer and subject); "
              "FlowerTune's prompt; `acc` = generate accuracy (FlowerTune's protocol: greedy, its token budget and "
              "answer rule, an unparseable answer counts as wrong), `loglik acc` = the most probable option's first "
@@ -157,9 +181,9 @@ def csv_text(experiment: Path, models: list[FinalModel]) -> str:
     return buffer.getvalue()
 
 
-def write_outputs(experiment: Path, models: list[FinalModel], benchmarks: list[tuple[str, int]], command: str
-                  ) -> None:
-    write_text_atomic(experiment / "qa_table.md", table(experiment, models, benchmarks, command))
+def write_outputs(experiment: Path, models: list[FinalModel], benchmarks: list[tuple[str, int]],
+                  commands: Sequence[str]) -> None:
+    write_text_atomic(experiment / "qa_table.md", table(experiment, models, benchmarks, commands))
     write_text_atomic(experiment / "qa_results.csv", csv_text(experiment, models))
 
 
@@ -196,12 +220,12 @@ def main(argv: list[str] | None = None) -> int:
                   f"(found {[m.run for m in models]})", file=sys.stderr)
             return 2
         models = [m for m in models if m.run in wanted]
-    command = shlex.join(["python", "-m", "fedmedlora.experiment.qa_eval", *argv])
     out_root = experiment / "runs" / "qa-eval"
+    commands = recorded_commands(out_root, shlex.join(["python", "-m", "fedmedlora.experiment.qa_eval", *argv]))
     for model in models:
         score_model(model, base, benchmarks, out_root, dtype=dtype, batch_size=batch_size)
-        write_outputs(experiment, final_models(experiment), benchmarks, command)  # after every model: nothing lost
-    write_outputs(experiment, final_models(experiment), benchmarks, command)
+        write_outputs(experiment, final_models(experiment), benchmarks, commands)  # after every model: nothing lost
+    write_outputs(experiment, final_models(experiment), benchmarks, commands)
     print(f"[qa-eval] {experiment / 'qa_table.md'}", flush=True)
     return 0
 
