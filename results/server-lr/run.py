@@ -44,15 +44,17 @@ def one(label: str, runs_dir: Path) -> dict[str, Any]:
     name = "server-lr-" + label.replace("@", "-").replace(" ", "-")
     run_dir = runs_dir / name
     summary = run_dir / "summary.json"
-    if not (summary.exists() and json.loads(summary.read_text())["status"] == "completed"):
+    done = json.loads(summary.read_text()) if summary.exists() else {}
+    if done.get("status") != "completed":
         if run_dir.exists():
             shutil.rmtree(run_dir)
         run_in_process({**BASE, **RUNS[label], "run.name": name, "run.results-dir": str(runs_dir)})
+        done = json.loads(summary.read_text())
     records = read_metrics(run_dir)
     return {"run": label, **RUNS[label], "run-dir": name,
             "strict-f1-per-round": [r["server-eval"]["pooled"]["strict-f1"] for r in records],
             "lenient-f1": records[-1]["server-eval"]["pooled"]["lenient-f1"],
-            "wall-seconds": json.loads(summary.read_text())["wall-seconds"]}
+            "wall-seconds": done["wall-seconds"]}
 
 
 def main() -> None:
