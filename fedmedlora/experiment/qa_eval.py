@@ -225,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     for model in models:
         score_model(model, base, benchmarks, out_root, dtype=dtype, batch_size=batch_size)
         write_outputs(experiment, final_models(experiment), benchmarks, commands)  # after every model: nothing lost
-    write_outputs(experiment, final_models(experiment), benchmarks, commands)
+    if not models:  # nothing to score: the table is still (re)written from what earlier runs scored
+        write_outputs(experiment, final_models(experiment), benchmarks, commands)
     print(f"[qa-eval] {experiment / 'qa_table.md'}", flush=True)
     return 0
 

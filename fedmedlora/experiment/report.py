@@ -184,9 +184,13 @@ def recorded_models(out_dir: Path, site_names: Sequence[str]) -> list[ModelResul
         return []
     scores = {(r.setting, r.model): r for r in read_csv(out_dir / "results.csv", site_names)} \
         if (out_dir / "results.csv").is_file() else {}
-    return [ModelResult(f["setting"], f["model"], scores[key].rounds if (key := (f["setting"], f["model"])) in scores
-                        else [], wall_seconds=float(f["wall-seconds"]), status=f["status"], run_dir=f.get("run-dir", ""))
-            for f in facts]
+    models = []
+    for f in facts:
+        scored = scores.get((f["setting"], f["model"]))
+        models.append(ModelResult(f["setting"], f["model"], scored.rounds if scored else [],
+                                  wall_seconds=float(f["wall-seconds"]), status=f["status"],
+                                  run_dir=f.get("run-dir", "")))
+    return models
 
 
 def set_aside(path: Path) -> Path | None:

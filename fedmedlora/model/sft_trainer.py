@@ -12,12 +12,14 @@ built at tokenization), normalised by the items in the batch as TRL does. TRL's 
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from transformers import Trainer
 from trl import SFTTrainer
 
 
+@functools.cache  # asked every training step; the answer for a device does not change within a process
 def fused_head_has_kernel(device: Any) -> bool:
     """Whether TRL's fused LM head runs its Triton kernels on `device` (its own test), rather than the torch fallback."""
     try:
