@@ -68,9 +68,17 @@ def variants(setting: str) -> dict[str, dict[str, Any]]:
         "fed-sb (r=32)": {"strategy.name": "fed-sb", "lora.r": 32, "lora.alpha": 64.0},
         "fedavg int8": {"strategy.name": "fedavg", "strategy.wire-dtype": "int8"},
         "fedavg int4": {"strategy.name": "fedavg", "strategy.wire-dtype": "int4"},
+        # tau near a LoRA round's median |update| (results/server-lr): the server optimisers that learn there
+        "fedadam (tau 0.01, lr 0.1)": {"strategy.name": "fedadam", "strategy.server-learning-rate": 0.1,
+                                       "strategy.tau": 0.01},
+        "fedyogi (tau 0.01, lr 0.1)": {"strategy.name": "fedyogi", "strategy.server-learning-rate": 0.1,
+                                       "strategy.tau": 0.01},
         "centralized": {"kind": "centralized"},
         "single-site": {"kind": "single-site"},
     }
+    if setting.startswith("ner"):  # does a FedAvg round move as far as a centralized round, given its steps?
+        steps = 30 * len(ranks.split(","))  # each site as many steps a round as centralized takes (sites x 30)
+        out[f"fedavg {steps} local steps"] = {"strategy.name": "fedavg", "train.local-steps": steps}
     if setting == "re-chemprot":  # why does FedAvg predict the majority class here?
         out.update({
             "fedavg IID sites": {"strategy.name": "fedavg", "data.partitioning": "iid"},
