@@ -69,9 +69,9 @@ def variants(setting: str) -> dict[str, dict[str, Any]]:
         "fedavg int8": {"strategy.name": "fedavg", "strategy.wire-dtype": "int8"},
         "fedavg int4": {"strategy.name": "fedavg", "strategy.wire-dtype": "int4"},
         # tau near a LoRA round's median |update| (results/server-lr): the server optimisers that learn there
-        "fedadam (tau 0.01, lr 0.1)": {"strategy.name": "fedadam", "strategy.server-learning-rate": 0.1,
+        "fedadam (tau 0.01 lr 0.1)": {"strategy.name": "fedadam", "strategy.server-learning-rate": 0.1,
                                        "strategy.tau": 0.01},
-        "fedyogi (tau 0.01, lr 0.1)": {"strategy.name": "fedyogi", "strategy.server-learning-rate": 0.1,
+        "fedyogi (tau 0.01 lr 0.1)": {"strategy.name": "fedyogi", "strategy.server-learning-rate": 0.1,
                                        "strategy.tau": 0.01},
         "centralized": {"kind": "centralized"},
         "single-site": {"kind": "single-site"},
