@@ -235,14 +235,19 @@ def plots(rows: list[dict[str, Any]], out_dir: Path) -> None:
     for setting in dict.fromkeys(r["setting"] for r in rows):
         group = [r for r in rows if r["setting"] == setting]
         fig, (by_round, by_mib) = plt.subplots(1, 2, figsize=(13, 5))
-        for variant in dict.fromkeys(row_label(r) for r in group):
+        labels = list(dict.fromkeys(row_label(r) for r in group))
+        for n, variant in enumerate(labels):
             rs = [r for r in group if row_label(r) == variant]
             length = min(len(r["f1-per-round"]) for r in rs)  # mean over seeds up to the shortest run
             f1 = [statistics.mean(r["f1-per-round"][i] for r in rs) for i in range(length)]
             mib = [statistics.mean(r["mib-per-round"][i] for r in rs) for i in range(length)]
-            line, = by_round.plot(range(length), f1, marker=".", label=variant)
+            seeds = len({r["seed"] for r in rs})
+            # one colour per line (the default cycle repeats after 10); baselines dashed
+            style = {"color": plt.cm.tab20(n % 20), "marker": ".",
+                     "linestyle": "-" if rs[0]["kind"] == "federated" else "--"}
+            by_round.plot(range(length), f1, label=f"{variant} ({seeds} seed{'s' * (seeds > 1)})", **style)
             if rs[0]["kind"] == "federated":
-                by_mib.plot(mib, f1, marker=".", label=variant, color=line.get_color())  # the same colour
+                by_mib.plot(mib, f1, **style)
         by_round.set(xlabel="round", ylabel=f"pooled {group[0]['metric']}", title=f"{setting}: F1 vs round")
         by_mib.set(xlabel="MiB sent and received (cumulative)", ylabel=f"pooled {group[0]['metric']}",
                    title=f"{setting}: F1 vs MiB", xscale="symlog")
@@ -294,8 +299,10 @@ def main(argv: list[str] | None = None) -> None:
                 start = time.time()
                 new = ([{**federated(config, run_dir), "kind": kind}] if kind == "federated"
                        else [{**r, "kind": kind} for r in baseline(kind, config, run_dir)])
-                rows = [r for r in rows if (r["setting"], r["variant"], r["seed"]) != (setting, variant, seed)]
-                rows += [{"setting": setting, "variant": variant, "seed": seed, "cap": config["num-server-rounds"],
+                key = (setting, variant, seed)
+                at = next((i for i, r in enumerate(rows) if (r["setting"], r["variant"], r["seed"]) == key), len(rows))
+                rows = [r for r in rows if (r["setting"], r["variant"], r["seed"]) != key]  # a rerun keeps its place
+                rows[at:at] = [{"setting": setting, "variant": variant, "seed": seed, "cap": config["num-server-rounds"],
                           "eval-examples-per-site": config["data.max-eval-examples"],
                           "run-dir": str(run_dir.relative_to(ROOT) if run_dir.is_relative_to(ROOT) else run_dir),
                           **r} for r in new]
