@@ -302,10 +302,11 @@ def main(argv: list[str] | None = None) -> None:
                 key = (setting, variant, seed)
                 at = next((i for i, r in enumerate(rows) if (r["setting"], r["variant"], r["seed"]) == key), len(rows))
                 rows = [r for r in rows if (r["setting"], r["variant"], r["seed"]) != key]  # a rerun keeps its place
-                rows[at:at] = [{"setting": setting, "variant": variant, "seed": seed, "cap": config["num-server-rounds"],
-                          "eval-examples-per-site": config["data.max-eval-examples"],
-                          "run-dir": str(run_dir.relative_to(ROOT) if run_dir.is_relative_to(ROOT) else run_dir),
-                          **r} for r in new]
+                rows[at:at] = [{"setting": setting, "variant": variant, "seed": seed,
+                                "cap": config["num-server-rounds"],
+                                "eval-examples-per-site": config["data.max-eval-examples"],
+                                "run-dir": str(run_dir.relative_to(ROOT) if run_dir.is_relative_to(ROOT) else run_dir),
+                                **r} for r in new]
                 write_text_atomic(results, json.dumps({"common": COMMON, "pilot": args.pilot, "rows": rows},
                                                      indent=2) + "\n")
                 write_text_atomic(out_dir / ("pilot.md" if args.pilot else "table.md"), table(rows))
