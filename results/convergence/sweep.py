@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 CAP = 30
+LOCAL_STEPS = 30  # train.local-steps in pyproject.toml, which the presets keep: a site's optimizer steps a round
 COMMON = {"train.lr-schedule": "constant", "num-server-rounds": CAP, "evaluate.plateau-rounds": 3,
           "evaluate.plateau-delta": 0.003, "evaluate.checkpoint-every": 0, "data.max-eval-examples": 300}
 SETTINGS: dict[str, dict[str, Any]] = {
@@ -76,17 +77,16 @@ def variants(setting: str) -> dict[str, dict[str, Any]]:
         "centralized": {"kind": "centralized"},
         "single-site": {"kind": "single-site"},
     }
-    if setting.startswith("ner"):  # does a FedAvg round move as far as a centralized round, given its steps?
-        steps = 30 * len(ranks.split(","))  # each site as many steps a round as centralized takes (sites x 30)
-        out[f"fedavg {steps} local steps"] = {"strategy.name": "fedavg", "train.local-steps": steps}
+    # each site as many steps a round as centralized takes on the pool (sites x the default 30): does a FedAvg round
+    # then move as far as a centralized round? (one rank per site in `ranks`)
+    steps = LOCAL_STEPS * len(ranks.split(","))
+    out[f"fedavg {steps} local steps"] = {"strategy.name": "fedavg", "train.local-steps": steps}
     if setting == "re-chemprot":  # why does FedAvg predict the majority class here?
         out.update({
             "fedavg IID sites": {"strategy.name": "fedavg", "data.partitioning": "iid"},
             "fedavg lr 5e-4": {"strategy.name": "fedavg", "train.learning-rate-max": 5e-4,
                                "train.learning-rate-min": 5e-4},
             "fedavg 10 local steps": {"strategy.name": "fedavg", "train.local-steps": 10},
-            # each site as many steps a round as centralized takes on the pool (3 x 30): sequential progress per round
-            "fedavg 90 local steps": {"strategy.name": "fedavg", "train.local-steps": 90},
             "fedprox mu 0.1": {"strategy.name": "fedprox", "strategy.proximal-mu": 0.1},
         })
     return out
@@ -188,6 +188,11 @@ def mean_std(values: list[float], digits: int = 4) -> str:
     if len(values) == 1:
         return f"{values[0]:.{digits}f}"
     return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def row_key(row: dict[str, Any]) -> tuple[str, str, int]:
+    """What a run of the sweep writes: a baseline's rows (one per site) share it."""
+    return row["setting"], row["variant"], row["seed"]
 
 
 def row_label(row: dict[str, Any]) -> str:
@@ -300,8 +305,8 @@ def main(argv: list[str] | None = None) -> None:
                 new = ([{**federated(config, run_dir), "kind": kind}] if kind == "federated"
                        else [{**r, "kind": kind} for r in baseline(kind, config, run_dir)])
                 key = (setting, variant, seed)
-                at = next((i for i, r in enumerate(rows) if (r["setting"], r["variant"], r["seed"]) == key), len(rows))
-                rows = [r for r in rows if (r["setting"], r["variant"], r["seed"]) != key]  # a rerun keeps its place
+                at = next((i for i, r in enumerate(rows) if row_key(r) == key), len(rows))
+                rows = [r for r in rows if row_key(r) != key]  # a rerun keeps its place
                 rows[at:at] = [{"setting": setting, "variant": variant, "seed": seed,
                                 "cap": config["num-server-rounds"],
                                 "eval-examples-per-site": config["data.max-eval-examples"],
