@@ -90,8 +90,8 @@ def agreed_vocabulary(config: Mapping[str, Any], settings: Settings, node: NodeS
 def _prepare(msg: Message, context: Context, split: str | None, *, plain: bool = False
              ) -> tuple[Settings, Job, Site, int, MessageClock, SiteAdapter]:
     """Settings, this site's job, the split tokenized (None: the run's `evaluate.split`), the message's clock, and
-    the adapter this site loads (site_adapter.py; `plain`: the message carries the whole float32 adapter, as
-    federated evaluation sends it)."""
+    the adapter this site loads (site_adapter.py; `plain`: the message carries float32 values of the shared
+    tensors, as federated evaluation sends them)."""
     clock = MessageClock()
     settings = _settings(context)
     split = split or settings.evaluate.split
@@ -166,7 +166,7 @@ def train(msg: Message, context: Context) -> Message:
 def evaluate(msg: Message, context: Context) -> Message:
     """The count record of the global adapter on this site's own `evaluate.split` (merged by the server). A site that
     keeps personal tensors (FedSA-LoRA) scores the shared part with its own: the personalised model."""
-    plain = bool(msg.content["config"].get("full-adapter", False)) if "config" in msg.content else False
+    plain = bool(msg.content["config"].get("plain-values", False)) if "config" in msg.content else False
     settings, job, site, index, clock, adapter = _prepare(msg, context, None, plain=plain)
     split = settings.evaluate.split
     with loaded(job, adapter):

@@ -236,7 +236,7 @@ def run_server(grid: Grid, context: Context) -> dict[str, Any]:
 def _run(grid: Grid, settings: Settings, job: Job, roster: Roster, initial_state: dict[str, np.ndarray],
          recorder: RunRecorder, resumed: Any) -> dict[str, Any]:
     round_end = RoundEnd(settings, job, recorder, roster, FederatedEvaluation(settings, roster, job.task, grid,
-                                                                             recorder))
+                                                                             recorder, initial_state))
     status, reason, stopped = "failed", "", None
     try:
         recorder.write_json("sites.json", roster.statistics())

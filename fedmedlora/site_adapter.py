@@ -104,24 +104,20 @@ def _check_reference(reference: State, msg: Message) -> None:
 def receive(settings: Settings, job: Any, msg: Message, context: Context, site: int, *, plain: bool = False
             ) -> SiteAdapter:
     """The adapter this site loads for `msg`, and what it received (both at the site's rank). `plain`: the message
-    carries every tensor of the global adapter as float32 values (federated evaluation), not the strategy's wire."""
+    carries the shared tensors as float32 values at the global rank (federated evaluation: exact scores), never the
+    wire's quantized differences; frozen and personal tensors are completed here, as in training."""
     scheme = key_scheme(settings)
     rank = site_rank(settings, context, site)
     received = from_array_record(msg.content["arrays"])
     sent_rank = state_rank(received) if rank != settings.lora.r else rank
-    if plain:
-        if rank != settings.lora.r:
-            received = truncate(received, rank)
-        personal = from_array_record(context.state[PERSONAL_STATE]) if PERSONAL_STATE in context.state else {}
-        full = {k: personal.get(k, v) if key_role(k, scheme) == PERSONAL else v for k, v in received.items()}
-        return SiteAdapter(settings, scheme, received, full, rank)
-    if not needs_reference(settings):
-        if sent_rank > rank:  # the server did not know this site's rank yet: take the best rank-r part
+    quantized = is_quantized(settings.strategy.wire_dtype) and not plain
+    if scheme == "all" and not quantized:
+        if sent_rank > rank:  # the server did not know this site's rank yet, or evaluates: the best rank-r part
             received = truncate(received, rank)
         return SiteAdapter(settings, scheme, received, received, rank)
     reference = job.initial_adapter()
     _check_reference(reference, msg)
-    if is_quantized(settings.strategy.wire_dtype):
+    if quantized:
         base = truncate(reference, sent_rank) if sent_rank != settings.lora.r else reference
         received = {k: base[k] + v for k, v in received.items()}
     if rank != settings.lora.r:

@@ -75,6 +75,21 @@ def test_ffa_trains_b_only_and_never_sends_a() -> None:
     assert all(p.requires_grad for n, p in model.named_parameters() if ".lora_A." in n)  # unfrozen afterwards
 
 
+def test_ffa_evaluation_receives_b_only_and_loads_the_initial_a() -> None:
+    config, initial, ref = setup({"strategy.name": "ffa-lora", "strategy.wire-dtype": "int8"})
+    b_keys = [k for k in initial if ".lora_B." in k]
+    global_ = {k: v + 0.5 if k in b_keys else v for k, v in initial.items() if ".lora_A." not in k}
+    # evaluation carries float32 values whatever the wire format: not an int8 difference from the initial adapter
+    message = train_message(to_array_record(global_, "float32"), node_id=1, **ref, **{"plain-values": True})
+    client_app.evaluate(message, node_context(config, 0, 3))
+    loaded = adapter_state(get_job(parse_run_config(config)).resident().model)
+    assert all(np.array_equal(loaded[k], initial[k]) for k in initial if ".lora_A." in k)  # drawn at the site
+    assert all(np.array_equal(loaded[k], global_[k]) for k in b_keys)
+    with pytest.raises(ValueError, match="sent no 'adapter-reference'"):  # A comes from the site's own draw
+        client_app.evaluate(train_message(to_array_record(global_, "float32"), node_id=1, **{"plain-values": True}),
+                            node_context(config, 0, 3))
+
+
 def test_fedsa_keeps_b_at_the_site_and_loads_it_next_round() -> None:
     config, initial, ref = setup({"strategy.name": "fedsa-lora"})
     shared = {k: v for k, v in initial.items() if ".lora_B." not in k}
@@ -84,12 +99,13 @@ def test_fedsa_keeps_b_at_the_site_and_loads_it_next_round() -> None:
     kept = from_array_record(ctx.state[PERSONAL_STATE])
     assert sorted(kept) == sorted(k for k in initial if ".lora_B." in k)
     assert any(np.abs(v).max() > 0 for v in kept.values())  # B trained from zero
-    # evaluation with the next global A uses this site's own B: the resident model holds it
-    client_app.evaluate(train_message(to_array_record(shared, "float16"), node_id=2, **ref), ctx)
+    # evaluation (global A in float32, as the server sends it) uses this site's own B: the resident model holds it
+    evaluation = {**ref, "plain-values": True}
+    client_app.evaluate(train_message(to_array_record(shared, "float32"), node_id=2, **evaluation), ctx)
     loaded = adapter_state(get_job(parse_run_config(config)).resident().model)
     assert all(np.array_equal(loaded[k], kept[k]) for k in kept)
     # another site starts from the initial B (zeros), not from this one's
-    client_app.evaluate(train_message(to_array_record(shared, "float16"), node_id=3, **ref),
+    client_app.evaluate(train_message(to_array_record(shared, "float32"), node_id=3, **evaluation),
                         node_context(config, 2, 3))
     loaded = adapter_state(get_job(parse_run_config(config)).resident().model)
     assert all(not np.any(loaded[k]) for k in kept)

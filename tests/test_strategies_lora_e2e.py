@@ -42,6 +42,9 @@ def test_ffa_lora_never_moves_a_and_sends_half(tmp_path: Path) -> None:
     received = records[-1]["comm"]["train"]["received-mib"] * 2 ** 20
     expected = 2 * 2 * (lora / 2 + head)  # two replies, float16, B and the head only
     assert expected <= received <= expected + 2 * 26 * 128  # + numpy's header per tensor
+    evaluated = records[-1]["comm"]["evaluate"]["sent-mib"] * 2 ** 20
+    expected = 2 * 4 * (lora / 2 + head)  # two sites evaluate, float32 values, B and the head only
+    assert expected <= evaluated <= expected + 2 * 26 * 128
 
 
 def test_fedsa_lora_reports_personalised_scores_and_keeps_b_at_the_sites(tmp_path: Path) -> None:

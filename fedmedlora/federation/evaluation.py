@@ -1,8 +1,9 @@
 """Federated evaluation of the global adapter: each sampled site scores it on its own held-out split and sends counts.
 
 Called from the ServerApp's round end at round 0, every `evaluate.every` rounds and after the last round. It sends
-the float32 global adapter (the master copy the server keeps, not the rounded wire copy, so the scores are those of
-the adapter the server checkpoints) to `evaluate.sites` sampled sites (all when 0; a sample drawn from its own
+the strategy's shared tensors of the float32 global adapter (the master copy the server keeps, not the rounded wire
+copy, so the scores are those of the adapter the server checkpoints; frozen and personal tensors, e.g. FFA-LoRA's A
+and FedSA-LoRA's B, never travel: the site completes them as in training) to `evaluate.sites` sampled sites (all when 0; a sample drawn from its own
 generator seeded by run.seed and the round, so it never shifts Flower's training sample), each site replies with the
 count record of its `evaluate.split` (tasks/base.py), and the server merges the records in site order into exactly
 the per-site and pooled metrics a pooled evaluation gives (job.scores_of). Round time then grows with the number
@@ -18,24 +19,39 @@ import random
 import time
 from typing import Any
 
+import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
+from ..aggregation.key_roles import SHARED, keys_with_role
 from ..job import scores_of
 from ..recorder import RunRecorder
 from ..reply_contract import COUNTS_RECORD, EVALUATE_METRICS, METRICS, agreed_counts, allowed_metrics, kept_error_reason
 from ..settings import Settings
-from ..wire import record_nbytes
+from ..site_adapter import REFERENCE_CONFIG, key_scheme
+from ..wire import from_array_record, record_nbytes, state_digest, to_array_record
 from .roster import Roster
 
 
 class FederatedEvaluation:
-    def __init__(self, settings: Settings, roster: Roster, task: Any, grid: Grid, recorder: RunRecorder):
+    def __init__(self, settings: Settings, roster: Roster, task: Any, grid: Grid, recorder: RunRecorder,
+                 initial_state: dict[str, np.ndarray]):
         self.settings = settings
         self.roster = roster
         self.task = task
         self.grid = grid
         self.recorder = recorder
+        scheme = key_scheme(settings)
+        self.shared_keys = keys_with_role(initial_state, scheme, SHARED)
+        # sites complete frozen/personal tensors from the initial adapter: both sides must hold the same one
+        self.reference = {} if scheme == "all" else {REFERENCE_CONFIG: state_digest(initial_state)}
+
+    def shared(self, arrays: ArrayRecord) -> ArrayRecord:
+        """What an evaluation message carries: the shared tensors of the global adapter, float32 values."""
+        if len(self.shared_keys) == len(arrays):
+            return arrays
+        state = from_array_record(arrays)
+        return to_array_record({k: state[k] for k in self.shared_keys}, "float32")
 
     def sample(self, server_round: int) -> list[int]:
         """Site indices that evaluate after `server_round`: all, or `evaluate.sites` of them."""
@@ -49,15 +65,16 @@ class FederatedEvaluation:
     def __call__(self, server_round: int, arrays: ArrayRecord) -> dict[str, Any]:
         start = time.perf_counter()
         sampled = self.sample(server_round)
-        # the whole float32 adapter (not a strategy's wire form); run-name: where sites keep personal checkpoints
-        config = ConfigRecord({"server-round": server_round, "full-adapter": True,
+        # float32 values (not a strategy's wire form); run-name: where sites keep personal checkpoints
+        config = ConfigRecord({"server-round": server_round, "plain-values": True, **self.reference,
                                "run-name": self.recorder.run_dir.name, **self.roster.message_config()})
-        content = RecordDict({"arrays": arrays, "config": config})
+        sent = self.shared(arrays)
+        content = RecordDict({"arrays": sent, "config": config})
         messages = [Message(content, dst_node_id=self.roster.sites[i].node, message_type=MessageType.EVALUATE,
                             group_id=str(server_round)) for i in sampled]
         replies = list(self.grid.send_and_receive(messages, timeout=self.settings.strategy.round_timeout))
         received = sum(record_nbytes(r) for m in replies if m.has_content() for r in m.content.array_records.values())
-        self.recorder.add_comm(server_round, "evaluate", sent_bytes=record_nbytes(arrays) * len(messages),
+        self.recorder.add_comm(server_round, "evaluate", sent_bytes=record_nbytes(sent) * len(messages),
                                received_bytes=received)
         records: dict[int, dict[str, float]] = {}
         clients: list[dict[str, Any]] = []
