@@ -120,8 +120,10 @@ def summarise(records: list[dict[str, Any]], key: str, mib: list[float], capped:
     f1 = [r["server-eval"]["pooled"][key] for r in records]
     final = f1[-1]
     reach = next((i for i, v in enumerate(f1) if v >= 0.95 * final), len(f1) - 1) if final > 0 else 0
+    sites = records[-1]["server-eval"].get("sites", {})  # each site's own test split, keyed by its place
     return {"metric": key, "f1-per-round": f1, "mib-per-round": mib, "rounds": len(f1) - 1, "capped": capped,
             "final-f1": final, "best-f1": max(f1), "round-95": reach, "mib-95": mib[reach],
+            "final-site-f1": {k: sites[k][key] for k in sorted(sites, key=int) if key in sites[k]},
             "majority-share-per-round": [majority_share(r["server-eval"]["pooled"]) for r in records]}
 
 
@@ -190,6 +192,13 @@ def mean_std(values: list[float], digits: int = 4) -> str:
     return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
+def per_site(rows: list[dict[str, Any]]) -> str:
+    """Mean final F1 on each site's own test split, in site order ("0.710 / 0.705")."""
+    sites = sorted({k for r in rows for k in r.get("final-site-f1", {})}, key=int)
+    return " / ".join(f"{statistics.mean(r['final-site-f1'][k] for r in rows if k in r.get('final-site-f1', {})):.3f}"
+                      for k in sites) or "–"
+
+
 def row_key(row: dict[str, Any]) -> tuple[str, str, int]:
     """What a run of the sweep writes: a baseline's rows (one per site) share it."""
     return row["setting"], row["variant"], row["seed"]
@@ -209,12 +218,14 @@ def table(rows: list[dict[str, Any]]) -> str:
                   f"(capped: the cap of {group[0].get('cap', CAP)} rounds came first); "
                   f"{group[0].get('eval-examples-per-site', COMMON['data.max-eval-examples'])} evaluation examples "
                   "per site; mean ± std over seeds. fedsa-lora is scored personalised (the global A with each "
-                  "site's own B, on that site's test split: the run's federated evaluation).", "",
-                  "| variant | seeds | final F1 | rounds | capped | round to 95% of final | MiB to 95% | MiB total "
-                  "| top-class share |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  "site's own B, on that site's test split: the run's federated evaluation). Per site: the mean final F1 "
+                  "on each site's own test split, in site order (a single-site model's comparator is its own "
+                  "site's).", "",
+                  "| variant | seeds | final F1 | per site | rounds | capped | round to 95% of final | MiB to 95% "
+                  "| MiB total | top-class share |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for variant in dict.fromkeys(row_label(r) for r in group):
             rs = [r for r in group if row_label(r) == variant]
-            lines.append(f"| {variant} | {len(rs)} | {mean_std([r['final-f1'] for r in rs])} | "
+            lines.append(f"| {variant} | {len(rs)} | {mean_std([r['final-f1'] for r in rs])} | {per_site(rs)} | "
                          f"{mean_std([r['rounds'] for r in rs], 1)} | {sum(r['capped'] for r in rs)}/{len(rs)} | "
                          f"{mean_std([r['round-95'] for r in rs], 1)} | {mean_std([r['mib-95'] for r in rs], 2)} | "
                          f"{mean_std([r['mib-per-round'][-1] for r in rs], 2)} | "
