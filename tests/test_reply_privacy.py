@@ -101,8 +101,9 @@ def test_evaluation_replies_keep_only_agreed_counts_and_metrics(tmp_path: Path) 
 
     set_task_identity(1, 0)
     task = build_task(settings, "encoder", vocabulary=["Disease"])
-    result = FederatedEvaluation(settings, roster, task, RepliesGrid(reply), RunRecorder(tmp_path))(
-        1, to_array_record({"w": np.zeros(1, np.float32)}, "float32"))
+    adapter = {"w": np.zeros(1, np.float32)}
+    result = FederatedEvaluation(settings, roster, task, RepliesGrid(reply), RunRecorder(tmp_path), adapter)(
+        1, to_array_record(adapter, "float32"))
     # per site: 6 per-type counts of the unagreed type, 2 metrics, 1 record
     assert result["dropped"] == 2 * (6 + 2 + 1)
     assert all(set(c) == {"node", "num-examples", "site", "strict-f1"} for c in result["clients"])
