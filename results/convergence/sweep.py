@@ -70,7 +70,7 @@ def variants(setting: str) -> dict[str, dict[str, Any]]:
         # both papers train their reduced parameter sets at larger learning rates than LoRA's (the default is 3e-3)
         "ffa-lora (lr 1e-2)": {"strategy.name": "ffa-lora", "train.learning-rate-max": 1e-2,
                                "train.learning-rate-min": 1e-2},
-        "fed-sb (r=32, lr 1e-2)": {"strategy.name": "fed-sb", "lora.r": 32, "lora.alpha": 64.0,
+        "fed-sb (r=32 lr 1e-2)": {"strategy.name": "fed-sb", "lora.r": 32, "lora.alpha": 64.0,
                                    "train.learning-rate-max": 1e-2, "train.learning-rate-min": 1e-2},
         "fedavg int8": {"strategy.name": "fedavg", "strategy.wire-dtype": "int8"},
         "fedavg int4": {"strategy.name": "fedavg", "strategy.wire-dtype": "int4"},
