@@ -73,9 +73,10 @@ def site_rank(settings: Settings, context: Context, site: int) -> int:
     return settings.site_ranks[site]
 
 
-def needs_reference(settings: Settings) -> bool:
-    """Whether sites must hold the initial adapter: frozen or personal tensors, or updates relative to it."""
-    return key_scheme(settings) != "all" or is_quantized(settings.strategy.wire_dtype)
+def needs_reference(settings: Settings, *, plain: bool = False) -> bool:
+    """Whether sites must hold the initial adapter: frozen or personal tensors, or updates relative to it (`plain`:
+    a message of float32 values, as federated evaluation sends, never carries updates)."""
+    return key_scheme(settings) != "all" or (is_quantized(settings.strategy.wire_dtype) and not plain)
 
 
 @dataclass
@@ -110,14 +111,13 @@ def receive(settings: Settings, job: Any, msg: Message, context: Context, site: 
     rank = site_rank(settings, context, site)
     received = from_array_record(msg.content["arrays"])
     sent_rank = state_rank(received) if rank != settings.lora.r else rank
-    quantized = is_quantized(settings.strategy.wire_dtype) and not plain
-    if scheme == "all" and not quantized:
+    if not needs_reference(settings, plain=plain):
         if sent_rank > rank:  # the server did not know this site's rank yet, or evaluates: the best rank-r part
             received = truncate(received, rank)
         return SiteAdapter(settings, scheme, received, received, rank)
     reference = job.initial_adapter()
     _check_reference(reference, msg)
-    if quantized:
+    if is_quantized(settings.strategy.wire_dtype) and not plain:
         base = truncate(reference, sent_rank) if sent_rank != settings.lora.r else reference
         received = {k: base[k] + v for k, v in received.items()}
     if rank != settings.lora.r:

@@ -3,11 +3,11 @@
 Called from the ServerApp's round end at round 0, every `evaluate.every` rounds and after the last round. It sends
 the strategy's shared tensors of the float32 global adapter (the master copy the server keeps, not the rounded wire
 copy, so the scores are those of the adapter the server checkpoints; frozen and personal tensors, e.g. FFA-LoRA's A
-and FedSA-LoRA's B, never travel: the site completes them as in training) to `evaluate.sites` sampled sites (all when 0; a sample drawn from its own
-generator seeded by run.seed and the round, so it never shifts Flower's training sample), each site replies with the
-count record of its `evaluate.split` (tasks/base.py), and the server merges the records in site order into exactly
-the per-site and pooled metrics a pooled evaluation gives (job.scores_of). Round time then grows with the number
-of sites sampled, not with the federation.
+and FedSA-LoRA's B, never travel: the site completes them as in training) to `evaluate.sites` sampled sites (all
+when 0; a sample drawn from its own generator seeded by run.seed and the round, so it never shifts Flower's training
+sample), each site replies with the count record of its `evaluate.split` (tasks/base.py), and the server merges the
+records in site order into exactly the per-site and pooled metrics a pooled evaluation gives (job.scores_of). Round
+time then grows with the number of sites sampled, not with the federation.
 
 Flower's own evaluate phase (strategy.configure_evaluate) is not used: it averages client metrics, which cannot give
 a pooled F1, and it samples with the global random generator that training sampling also draws from.
@@ -28,7 +28,7 @@ from ..job import scores_of
 from ..recorder import RunRecorder
 from ..reply_contract import COUNTS_RECORD, EVALUATE_METRICS, METRICS, agreed_counts, allowed_metrics, kept_error_reason
 from ..settings import Settings
-from ..site_adapter import REFERENCE_CONFIG, key_scheme
+from ..site_adapter import REFERENCE_CONFIG, key_scheme, needs_reference
 from ..wire import from_array_record, record_nbytes, state_digest, to_array_record
 from .roster import Roster
 
@@ -41,10 +41,10 @@ class FederatedEvaluation:
         self.task = task
         self.grid = grid
         self.recorder = recorder
-        scheme = key_scheme(settings)
-        self.shared_keys = keys_with_role(initial_state, scheme, SHARED)
+        self.shared_keys = keys_with_role(initial_state, key_scheme(settings), SHARED)
         # sites complete frozen/personal tensors from the initial adapter: both sides must hold the same one
-        self.reference = {} if scheme == "all" else {REFERENCE_CONFIG: state_digest(initial_state)}
+        self.reference = ({REFERENCE_CONFIG: state_digest(initial_state)} if needs_reference(settings, plain=True)
+                          else {})
 
     def shared(self, arrays: ArrayRecord) -> ArrayRecord:
         """What an evaluation message carries: the shared tensors of the global adapter, float32 values."""

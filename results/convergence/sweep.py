@@ -228,8 +228,8 @@ def table(rows: list[dict[str, Any]]) -> str:
                   f"(capped: the cap of {group[0].get('cap', CAP)} rounds came first); "
                   f"{group[0].get('eval-examples-per-site', COMMON['data.max-eval-examples'])} evaluation examples "
                   "per site; mean ± std over seeds. fedsa-lora is scored personalised (the global A with each "
-                  "site's own B, on that site's test split: the run's federated evaluation). Per site: the mean final F1 "
-                  "on each site's own test split, in site order (a single-site model's comparator is its own "
+                  "site's own B, on that site's test split: the run's federated evaluation). Per site: the mean "
+                  "final F1 on each site's own test split, in site order (a single-site model's comparator is its own "
                   "site's).", "",
                   "| variant | seeds | final F1 | per site | rounds | capped | round to 95% of final | MiB to 95% "
                   "| MiB total | top-class share |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
