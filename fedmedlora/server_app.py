@@ -250,6 +250,7 @@ def _run(grid: Grid, settings: Settings, job: Job, roster: Roster, initial_state
                                   reported_counts(roster, settings, job.task.training_items))
         strategy.limit_to_nodes(roster.nodes)  # a node that connects later described no site: it is not sampled
         round_end.strategy = strategy
+        round_end.evaluation.rank_of = strategy.node_rank  # FlexLoRA: evaluate each site at its rank
         arrays, done, driver, evaluate_fn = initial_state, 0, strategy, round_end
         if resumed is not None:
             if {k: v.shape for k, v in resumed.adapter.items()} != {k: v.shape for k, v in initial_state.items()}:

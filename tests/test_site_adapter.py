@@ -109,3 +109,19 @@ def test_fedsa_keeps_b_at_the_site_and_loads_it_next_round() -> None:
                         node_context(config, 2, 3))
     loaded = adapter_state(get_job(parse_run_config(config)).resident().model)
     assert all(not np.any(loaded[k]) for k in kept)
+
+
+def test_flexlora_evaluation_at_the_sites_rank_scores_as_the_full_rank_message() -> None:
+    """The server sends a site whose rank it knows that rank's factors: the same model the site cut from the whole."""
+    from fedmedlora.aggregation.hetero_rank import truncate
+
+    config, initial, _ = setup({"strategy.name": "flexlora", "lora.site-ranks": "8,2", "data.num-sites": 2})
+    rng = np.random.default_rng(0)
+    global_ = {k: v + rng.normal(0, 0.05, v.shape).astype(np.float32) for k, v in initial.items()}  # a trained B
+    scores = []
+    for state in (global_, truncate(global_, 2)):
+        message = train_message(to_array_record(state, "float32"), node_id=2, **{"plain-values": True})
+        reply = client_app.evaluate(message, node_context(config, 1, 2))
+        scores.append(dict(reply.content["counts"]))
+    assert scores[0]["strict-tp"] + scores[0]["strict-fp"] > 0  # the model predicts entities: a real comparison
+    assert scores[0] == scores[1]

@@ -71,6 +71,9 @@ def test_flexlora_trains_each_site_at_its_rank(tmp_path: Path) -> None:
     assert all(c["model-loaded"] == 0 for c in records[-1]["clients"])
     # round 2 sends site 1 its rank-2 factors: the downlink shrinks by about 3/8 of the LoRA payload
     assert records[2]["comm"]["train"]["sent-mib"] < 0.75 * records[1]["comm"]["train"]["sent-mib"]
+    # evaluation too: round 0 sends both sites rank 8 (no rank reported yet), later rounds site 1 its rank-2 factors
+    evaluated = [r["comm"]["evaluate"]["sent-mib"] for r in records]
+    assert evaluated[1] == evaluated[2] < 0.75 * evaluated[0]
     last = adapter(run_dir / "peft_2")
     assert next(v for k, v in last.items() if ".lora_A." in k).shape == (8, 384)
     assert records[-1]["lora-product"]["layers"] == 12

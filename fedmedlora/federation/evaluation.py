@@ -3,7 +3,9 @@
 Called from the ServerApp's round end at round 0, every `evaluate.every` rounds and after the last round. It sends
 the strategy's shared tensors of the float32 global adapter (the master copy the server keeps, not the rounded wire
 copy, so the scores are those of the adapter the server checkpoints; frozen and personal tensors, e.g. FFA-LoRA's A
-and FedSA-LoRA's B, never travel: the site completes them as in training) to `evaluate.sites` sampled sites (all
+and FedSA-LoRA's B, never travel: the site completes them as in training; a FlexLoRA site whose rank the strategy
+knows gets its rank's factors, which it would otherwise cut from the full-rank adapter itself) to `evaluate.sites`
+sampled sites (all
 when 0; a sample drawn from its own generator seeded by run.seed and the round, so it never shifts Flower's training
 sample), each site replies with the count record of its `evaluate.split` (tasks/base.py), and the server merges the
 records in site order into exactly the per-site and pooled metrics a pooled evaluation gives (job.scores_of). Round
@@ -17,12 +19,14 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
+from ..aggregation.hetero_rank import truncate
 from ..aggregation.key_roles import SHARED, keys_with_role
 from ..job import scores_of
 from ..recorder import RunRecorder
@@ -45,6 +49,8 @@ class FederatedEvaluation:
         # sites complete frozen/personal tensors from the initial adapter: both sides must hold the same one
         self.reference = ({REFERENCE_CONFIG: state_digest(initial_state)} if needs_reference(settings, plain=True)
                           else {})
+        # a node's LoRA rank where the strategy knows it (FlexLoRA: from its last training reply), else None
+        self.rank_of: Callable[[int], int | None] = lambda node: None
 
     def shared(self, arrays: ArrayRecord) -> ArrayRecord:
         """What an evaluation message carries: the shared tensors of the global adapter, float32 values."""
@@ -52,6 +58,16 @@ class FederatedEvaluation:
             return arrays
         state = from_array_record(arrays)
         return to_array_record({k: state[k] for k in self.shared_keys}, "float32")
+
+    def for_node(self, node: int, sent: ArrayRecord, by_rank: dict[int, ArrayRecord]) -> ArrayRecord:
+        """What `node` is sent: `sent`, or its rank's truncation where the node trains at a lower rank (the same
+        factors the site would keep of `sent`: truncation is exact slicing of the SVD-ordered factors)."""
+        rank = self.rank_of(node)
+        if rank is None or rank >= self.settings.lora.r:
+            return sent
+        if rank not in by_rank:
+            by_rank[rank] = to_array_record(truncate(from_array_record(sent), rank), "float32")
+        return by_rank[rank]
 
     def sample(self, server_round: int) -> list[int]:
         """Site indices that evaluate after `server_round`: all, or `evaluate.sites` of them."""
@@ -68,13 +84,15 @@ class FederatedEvaluation:
         # float32 values (not a strategy's wire form); run-name: where sites keep personal checkpoints
         config = ConfigRecord({"server-round": server_round, "plain-values": True, **self.reference,
                                "run-name": self.recorder.run_dir.name, **self.roster.message_config()})
-        sent = self.shared(arrays)
-        content = RecordDict({"arrays": sent, "config": config})
-        messages = [Message(content, dst_node_id=self.roster.sites[i].node, message_type=MessageType.EVALUATE,
-                            group_id=str(server_round)) for i in sampled]
+        sent, by_rank = self.shared(arrays), {}
+        nodes = [self.roster.sites[i].node for i in sampled]
+        records_sent = [self.for_node(node, sent, by_rank) for node in nodes]
+        messages = [Message(RecordDict({"arrays": record, "config": config}), dst_node_id=node,
+                            message_type=MessageType.EVALUATE, group_id=str(server_round))
+                    for node, record in zip(nodes, records_sent)]
         replies = list(self.grid.send_and_receive(messages, timeout=self.settings.strategy.round_timeout))
         received = sum(record_nbytes(r) for m in replies if m.has_content() for r in m.content.array_records.values())
-        self.recorder.add_comm(server_round, "evaluate", sent_bytes=record_nbytes(sent) * len(messages),
+        self.recorder.add_comm(server_round, "evaluate", sent_bytes=sum(record_nbytes(r) for r in records_sent),
                                received_bytes=received)
         records: dict[int, dict[str, float]] = {}
         clients: list[dict[str, Any]] = []

@@ -189,6 +189,10 @@ class LoraStrategyMixin(ReplyGuards):
         """What one node is sent: the same record for every node, unless a strategy says otherwise."""
         return self.wire_record(arrays)
 
+    def node_rank(self, node: int) -> int | None:
+        """A node's LoRA rank where ranks differ by node and the node has reported its own (FlexLoRA), else None."""
+        return None
+
     def reply_layout(self, metrics: dict[str, Any]) -> dict[str, tuple[int, ...]]:
         """The keys and shapes a reply must have: the shared tensors of the global adapter."""
         return self.global_keys

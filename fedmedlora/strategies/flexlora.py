@@ -42,8 +42,11 @@ class LoraFlexLoRA(LoraFedAvg):
     def reply_base(self, metrics: dict[str, Any]) -> State:
         return truncate(self.global_state(), self.reply_rank(metrics))
 
+    def node_rank(self, node: int) -> int | None:
+        return getattr(self, "node_ranks", {}).get(node)
+
     def wire_record_for(self, node: int, arrays: ArrayRecord) -> ArrayRecord:
-        rank = getattr(self, "node_ranks", {}).get(node, self.settings.lora.r)
+        rank = self.node_rank(node) or self.settings.lora.r
         if rank == self.settings.lora.r:
             return self.wire_record(arrays)
         cached = self._by_rank.get(rank)
