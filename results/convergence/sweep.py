@@ -84,6 +84,9 @@ def variants(setting: str) -> dict[str, dict[str, Any]]:
                                         "strategy.tau": 0.01},
         "fedyogi (tau 0.01 lr 0.03)": {"strategy.name": "fedyogi", "strategy.server-learning-rate": 0.03,
                                         "strategy.tau": 0.01},
+        # the lr 0.1 run's fall after round 7: server momentum (beta_1 0.9) carrying it past the peak? Without it
+        "fedadam (tau 0.01 lr 0.1 beta1 0)": {"strategy.name": "fedadam", "strategy.server-learning-rate": 0.1,
+                                               "strategy.tau": 0.01, "strategy.beta-1": 0.0},
         "centralized": {"kind": "centralized"},
         "single-site": {"kind": "single-site"},
     }
