@@ -5,6 +5,7 @@ sent its rank's truncated SVD factors (aggregation/hetero_rank.py).
 A site's rank comes from `lora.site-ranks` (simulation) or its node config `lora-rank` (deployment); it says its rank
 in every reply (`lora-rank`), which is how the server learns what to send it next. A node the server has not heard
 from yet is sent the rank-R adapter and keeps its best rank-r part itself (the same factors, a larger message once).
+The ranks heard are part of the run's per-round state, so a resumed run sends what an unbroken one would.
 """
 
 from __future__ import annotations
@@ -28,6 +29,13 @@ class LoraFlexLoRA(LoraFedAvg):
         self.node_ranks: dict[int, int] = {}
         self._by_rank: dict[int, tuple[ArrayRecord, ArrayRecord]] = {}
         return {"server-rank": self.settings.lora.r, "site-ranks": self.settings.site_ranks or "all at lora.r"}
+
+    def state_dict(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        # the ranks sites reported: a resumed run sends each site its rank's factors, as an unbroken run does
+        return {}, {"node-ranks": {str(node): rank for node, rank in self.node_ranks.items()}}
+
+    def load_state(self, arrays: dict[str, np.ndarray], info: dict[str, Any]) -> None:
+        self.node_ranks = {int(node): int(rank) for node, rank in info.get("node-ranks", {}).items()}
 
     def reply_rank(self, metrics: dict[str, Any]) -> int:
         rank = metrics.get("lora-rank")
