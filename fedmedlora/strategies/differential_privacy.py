@@ -106,6 +106,9 @@ class SiteLevelDP(DifferentialPrivacyClientSideFixedClipping):
     def limit_to_nodes(self, nodes: Any) -> None:
         self.strategy.limit_to_nodes(nodes)
 
+    def node_rank(self, node: int) -> int | None:
+        return self.strategy.node_rank(node)
+
     # --- resume (server_app, run_state.py): the wrapped strategy's state and the releases charged so far ----------
     def state_dict(self) -> tuple[dict[str, Any], dict[str, Any]]:
         arrays, info = self.strategy.state_dict()
