@@ -354,3 +354,13 @@ def test_every_name_builds_and_unused_settings_are_named(tmp_path: Path) -> None
     settings = parse_run_config({"strategy.name": "fedavg", "strategy.proximal-mu": 0.5})
     assert unused_settings(settings) == ["strategy.proximal-mu"]
     assert unused_settings(parse_run_config({"strategy.name": "fedprox", "strategy.proximal-mu": 0.5})) == []
+
+
+@pytest.mark.parametrize("name", ["fedadam", "fedyogi", "fedadagrad"])
+def test_adaptive_optimisers_warn_when_tau_is_below_a_lora_update(name: str, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    initial = {A: np.zeros((2, 4), np.float32), B: np.zeros((4, 2), np.float32)}
+    make({"strategy.name": name}, initial, tmp_path)  # Flower's tau, 0.001: measured to end at F1 0
+    assert "strategy.tau = 0.001 is below a LoRA round's typical update" in capsys.readouterr().out
+    make({"strategy.name": name, "strategy.tau": 0.01}, initial, tmp_path)
+    assert "strategy.tau" not in capsys.readouterr().out
