@@ -5,11 +5,10 @@ the strategy's shared tensors of the float32 global adapter (the master copy the
 copy, so the scores are those of the adapter the server checkpoints; frozen and personal tensors, e.g. FFA-LoRA's A
 and FedSA-LoRA's B, never travel: the site completes them as in training; a FlexLoRA site whose rank the strategy
 knows gets its rank's factors, which it would otherwise cut from the full-rank adapter itself) to `evaluate.sites`
-sampled sites (all
-when 0; a sample drawn from its own generator seeded by run.seed and the round, so it never shifts Flower's training
-sample), each site replies with the count record of its `evaluate.split` (tasks/base.py), and the server merges the
-records in site order into exactly the per-site and pooled metrics a pooled evaluation gives (job.scores_of). Round
-time then grows with the number of sites sampled, not with the federation.
+sampled sites (all when 0; a sample drawn from its own generator seeded by run.seed and the round, so it never
+shifts Flower's training sample), each site replies with the count record of its `evaluate.split` (tasks/base.py),
+and the server merges the records in site order into exactly the per-site and pooled metrics a pooled evaluation
+gives (job.scores_of). Round time then grows with the number of sites sampled, not with the federation.
 
 Flower's own evaluate phase (strategy.configure_evaluate) is not used: it averages client metrics, which cannot give
 a pooled F1, and it samples with the global random generator that training sampling also draws from.
@@ -59,16 +58,6 @@ class FederatedEvaluation:
         state = from_array_record(arrays)
         return to_array_record({k: state[k] for k in self.shared_keys}, "float32")
 
-    def for_node(self, node: int, sent: ArrayRecord, by_rank: dict[int, ArrayRecord]) -> ArrayRecord:
-        """What `node` is sent: `sent`, or its rank's truncation where the node trains at a lower rank (the same
-        factors the site would keep of `sent`: truncation is exact slicing of the SVD-ordered factors)."""
-        rank = self.rank_of(node)
-        if rank is None or rank >= self.settings.lora.r:
-            return sent
-        if rank not in by_rank:
-            by_rank[rank] = to_array_record(truncate(from_array_record(sent), rank), "float32")
-        return by_rank[rank]
-
     def sample(self, server_round: int) -> list[int]:
         """Site indices that evaluate after `server_round`: all, or `evaluate.sites` of them."""
         indices = [site.index for site in self.roster.sites]
@@ -84,9 +73,14 @@ class FederatedEvaluation:
         # float32 values (not a strategy's wire form); run-name: where sites keep personal checkpoints
         config = ConfigRecord({"server-round": server_round, "plain-values": True, **self.reference,
                                "run-name": self.recorder.run_dir.name, **self.roster.message_config()})
-        sent, by_rank = self.shared(arrays), {}
+        sent = self.shared(arrays)
         nodes = [self.roster.sites[i].node for i in sampled]
-        records_sent = [self.for_node(node, sent, by_rank) for node in nodes]
+        # a node of a lower rank gets its rank's factors: what it would keep of `sent` (exact slicing, the factors
+        # are SVD-ordered), so it scores the same model on a smaller message; one record per rank
+        ranks = [self.rank_of(node) for node in nodes]
+        by_rank = {rank: to_array_record(truncate(from_array_record(sent), rank), "float32")
+                   for rank in set(ranks) if rank is not None and rank < self.settings.lora.r}
+        records_sent = [by_rank.get(rank, sent) for rank in ranks]
         messages = [Message(RecordDict({"arrays": record, "config": config}), dst_node_id=node,
                             message_type=MessageType.EVALUATE, group_id=str(server_round))
                     for node, record in zip(nodes, records_sent)]
