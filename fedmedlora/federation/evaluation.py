@@ -78,8 +78,9 @@ class FederatedEvaluation:
         # a node of a lower rank gets its rank's factors: what it would keep of `sent` (exact slicing, the factors
         # are SVD-ordered), so it scores the same model on a smaller message; one record per rank
         ranks = [self.rank_of(node) for node in nodes]
-        by_rank = {rank: to_array_record(truncate(from_array_record(sent), rank), "float32")
-                   for rank in set(ranks) if rank is not None and rank < self.settings.lora.r}
+        lower = {rank for rank in ranks if rank is not None and rank < self.settings.lora.r}
+        full = from_array_record(sent) if lower else None  # decoded once; truncate slices without copying
+        by_rank = {rank: to_array_record(truncate(full, rank), "float32") for rank in lower}
         records_sent = [by_rank.get(rank, sent) for rank in ranks]
         messages = [Message(RecordDict({"arrays": record, "config": config}), dst_node_id=node,
                             message_type=MessageType.EVALUATE, group_id=str(server_round))
